@@ -1,0 +1,334 @@
+"""The `mixer` criterion: XENT on a reference prefix, REINFORCE on the model's own samples.
+
+One training step (spec section 3): the encoder runs once; the decoder samples a
+continuation of every reference prefix with incremental decoding under no_grad; one
+teacher-forced pass over [reference prefix ; sample] then gives the log-probabilities of
+both losses and the features of the learned baseline. In validation it reports the
+teacher-forced NLL, so fairseq's best-checkpoint and lr-on-plateau logic keep working.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.logging import metrics
+from omegaconf import II
+from torch.nn.parallel import DistributedDataParallel
+
+from fairseq_mixer.baseline import StepBaseline
+from fairseq_mixer.decoder_features import decoder_features_and_output
+from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
+from fairseq_mixer.rewards import REWARD_NAMES, get_reward
+from fairseq_mixer.sampling import sample_after_prefix, shift_right
+from fairseq_mixer.schedule import MixerStage, loss_masks, teacher_forced_lengths
+
+logger = logging.getLogger(__name__)
+
+LOSS_SCALINGS = ("normalized", "release")
+
+
+@dataclass
+class MixerCriterionConfig(FairseqDataclass):
+    reward: ChoiceEnum(REWARD_NAMES) = field(
+        default="sentence_bleu",
+        metadata={"help": "sentence-level reward; mixer_bleu is the release's suffix BLEU"},
+    )
+    reward_smooth_method: ChoiceEnum(["none", "floor", "add-k", "exp"]) = field(
+        default="exp", metadata={"help": "sacrebleu smoothing of --reward sentence_bleu"}
+    )
+    reward_measure: ChoiceEnum(["fmeasure", "recall", "precision"]) = field(
+        default="fmeasure", metadata={"help": "which ROUGE measure --reward rouge2/rougeL gives"}
+    )
+    reward_unk_matches: bool = field(
+        default=False, metadata={"help": "let <unk> in the reference match <unk> in a sample"}
+    )
+    mixer_loss_scaling: ChoiceEnum(LOSS_SCALINGS) = field(
+        default="normalized",
+        metadata={
+            "help": "normalized: both losses summed over tokens and divided by the token "
+            "count; release: XENT as a per-step batch mean, REINFORCE summed over the batch, "
+            "and step s under both losses (reproduces the paper)"
+        },
+    )
+    mixer_baseline_heads: ChoiceEnum(["per_step", "shared"]) = field(
+        default="per_step", metadata={"help": "one baseline regressor per time step, or one"}
+    )
+    mixer_baseline_steps: int = field(
+        default=200, metadata={"help": "number of per-step heads; later steps use the last"}
+    )
+    mixer_baseline_weight: float = field(
+        default=0.01, metadata={"help": "weight of 1/2 sum (b_t - R)^2 (release: 0.01)"}
+    )
+    mixer_sample_len: ChoiceEnum(["reference", "source", "fixed"]) = field(
+        default="reference",
+        metadata={
+            "help": "longest sample: a * reference length + b, a * source length + b, "
+            "or T (--mixer-unroll-steps)"
+        },
+    )
+    mixer_sample_len_a: float = field(default=1.0, metadata={"help": "a in a * length + b"})
+    mixer_sample_len_b: int = field(default=5, metadata={"help": "b in a * length + b"})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "label smoothing of the XENT part"}
+    )
+    seed: int = II("common.seed")
+
+
+def reward_options(cfg: MixerCriterionConfig) -> dict:
+    """The options of the chosen reward, taken from the criterion's flags."""
+    options = {"unk_matches": cfg.reward_unk_matches}
+    if cfg.reward == "sentence_bleu":
+        options["smooth_method"] = cfg.reward_smooth_method
+    elif cfg.reward in ("rouge2", "rougeL"):
+        options["measure"] = cfg.reward_measure
+    return options
+
+
+def check_criterion_options(cfg: MixerCriterionConfig) -> None:
+    if cfg.mixer_baseline_steps < 1:
+        raise ValueError(f"--mixer-baseline-steps must be >= 1 (got {cfg.mixer_baseline_steps})")
+    if cfg.mixer_baseline_weight < 0:
+        raise ValueError(f"--mixer-baseline-weight must be >= 0 (got {cfg.mixer_baseline_weight})")
+    if cfg.mixer_sample_len_a < 0 or cfg.mixer_sample_len_b < 0:
+        raise ValueError("--mixer-sample-len-a and --mixer-sample-len-b must be >= 0")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing must lie in [0, 1) (got {cfg.label_smoothing})")
+
+
+@register_criterion("mixer", dataclass=MixerCriterionConfig)
+class MixerCriterion(FairseqCriterion):
+    def __init__(self, task, cfg: MixerCriterionConfig, feature_dim: int):
+        super().__init__(task)
+        check_criterion_options(cfg)
+        self.cfg = cfg
+        self.eos = task.target_dictionary.eos()
+        self.unk = task.target_dictionary.unk()
+        self.reward = get_reward(
+            cfg.reward, pad=self.padding_idx, eos=self.eos, unk=self.unk, **reward_options(cfg)
+        )
+        heads = cfg.mixer_baseline_steps if cfg.mixer_baseline_heads == "per_step" else 1
+        self.baseline = StepBaseline(feature_dim, heads)
+        self.release_scaling = cfg.mixer_loss_scaling == "release"
+        self.unroll_steps = task.cfg.mixer_unroll_steps
+        self.placement = task.cfg.mixer_schedule
+        self.stage = MixerStage(index=0, s=self.unroll_steps, xent_weight=1.0)
+        self.num_updates = 0
+
+    @classmethod
+    def build_criterion(cls, cfg: MixerCriterionConfig, task):
+        feature_dim = getattr(task, "decoder_feature_dim", None)
+        if feature_dim is None:
+            raise ValueError(
+                "--criterion mixer needs --task mixer (it owns the MIXER schedule) and a "
+                f"model built by it; got task {type(task).__name__}"
+            )
+        return cls(task, cfg, feature_dim)
+
+    def set_mixer_stage(self, stage: MixerStage, num_updates: int) -> None:
+        self.stage = stage
+        self.num_updates = num_updates
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """Tolerate checkpoints without criterion state (warm start from plain XENT)."""
+        if not state_dict:
+            logger.info("no MIXER criterion state in the checkpoint: baseline initialised")
+            return torch.nn.modules.module._IncompatibleKeys([], [])
+        expected = set(self.state_dict())
+        if set(state_dict) != expected:
+            raise ValueError(
+                "the checkpoint's criterion state is not a MIXER baseline of this shape: it has "
+                f"{sorted(state_dict)}, expected {sorted(expected)} (a checkpoint of another "
+                "criterion? start from its model with --finetune-from-model instead)"
+            )
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if value.shape != own[key].shape:
+                raise ValueError(
+                    f"the checkpoint's MIXER baseline {key} has shape {tuple(value.shape)}, this "
+                    f"run's has {tuple(own[key].shape)} (different --mixer-baseline-steps/heads "
+                    "or model size)"
+                )
+        return super().load_state_dict(state_dict, strict=strict)
+
+    def forward(self, model, sample, reduce=True):
+        if model.training and self.stage.uses_reinforce:
+            return self._mixer_step(model, sample)
+        return self._teacher_forced_step(model, sample)
+
+    def _teacher_forced_step(self, model, sample):
+        """XENT on the whole reference: stage 0 of training, and validation (NLL)."""
+        decoder_out = model(**sample["net_input"])
+        lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+        target = sample["target"]
+        mask = target.ne(self.padding_idx)
+        smoothing = self.cfg.label_smoothing if model.training else 0.0
+        token_losses, nll = token_nll(lprobs, target, smoothing)
+        release = self.release_scaling and model.training
+        loss = xent_loss(token_losses, mask, per_step_mean=release)
+        sample_size = 1 if release else sample["ntokens"]
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": (nll * mask).sum().data,
+            "xent_tokens": sample["ntokens"],
+            "ntokens": sample["ntokens"],
+            "nsentences": target.size(0),
+            "sample_size": sample_size,
+        }
+        if model.training:
+            logging_output.update(self._stage_log(target.size(0)))
+        return loss, sample_size, logging_output
+
+    def _mixer_step(self, model, sample):
+        check_data_parallel_backend(model)
+        net_input, target = sample["net_input"], sample["target"]
+        pad, stage = self.padding_idx, self.stage
+        overlap = 1 if self.release_scaling else 0
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+
+        ref_lengths = target.ne(pad).sum(1)
+        prefix = teacher_forced_lengths(
+            ref_lengths, stage.s, self.unroll_steps, self.placement, overlap
+        )
+        was_training = model.decoder.training
+        model.decoder.eval()
+        try:
+            hyps = sample_after_prefix(
+                model,
+                encoder_out,
+                target,
+                prefix,
+                self._max_sample_lengths(ref_lengths, net_input["src_lengths"]),
+                self._generator(sample, target.device),
+                pad,
+                self.eos,
+            )
+        finally:
+            model.decoder.train(was_training)
+
+        features, decoder_out = decoder_features_and_output(
+            model.decoder, shift_right(hyps, self.eos, pad), encoder_out
+        )
+        lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+
+        sampled = prefix < ref_lengths
+        hyp_lengths = hyps.ne(pad).sum(1)
+        xent_mask, rl_mask = loss_masks(prefix, ref_lengths, hyp_lengths, hyps.size(1), overlap)
+        xent_mask, rl_mask = xent_mask.to(lprobs.dtype), rl_mask.to(lprobs.dtype)
+
+        reference = fit_width(target, hyps.size(1), pad)
+        token_losses, nll = token_nll(lprobs, reference, self.cfg.label_smoothing)
+        hyp_logprobs = lprobs.gather(-1, hyps.unsqueeze(-1)).squeeze(-1)
+        rewards = self.reward(hyps, target, start=prefix).to(lprobs.dtype)
+        baselines = self.baseline(features)
+
+        xent = xent_loss(token_losses, xent_mask, per_step_mean=self.release_scaling)
+        reinforce = reinforce_loss(hyp_logprobs, rewards, baselines, rl_mask)
+        baseline_err = baseline_loss(baselines, rewards, rl_mask)
+        loss = mixer_loss(
+            xent, reinforce, baseline_err, stage.xent_weight, self.cfg.mixer_baseline_weight
+        )
+
+        xent_tokens = xent_mask.sum()
+        rl_tokens = rl_mask.sum()
+        sample_size = 1 if self.release_scaling else int(xent_tokens + rl_tokens)
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": (nll * xent_mask).sum().data,
+            "xent_tokens": xent_tokens.data,
+            "reinforce_loss": reinforce.data,
+            "rl_tokens": rl_tokens.data,
+            "reward": (rewards * sampled).sum().data,
+            "sampled_sentences": sampled.sum().data,
+            "baseline": (baselines * rl_mask).sum().data,
+            "baseline_sq_err": (2.0 * baseline_err).data,
+            "hyp_tokens": hyp_lengths.sum().data,
+            "ntokens": sample["ntokens"],
+            "nsentences": target.size(0),
+            "sample_size": sample_size,
+            **self._stage_log(target.size(0)),
+        }
+        return loss, sample_size, logging_output
+
+    def _stage_log(self, nsentences: int) -> dict:
+        return {
+            "mixer_s": self.stage.s * nsentences,
+            "mixer_xent_weight": self.stage.xent_weight * nsentences,
+            "mixer_sentences": nsentences,
+        }
+
+    def _max_sample_lengths(self, ref_lengths, src_lengths):
+        cfg = self.cfg
+        if cfg.mixer_sample_len == "fixed":
+            return torch.full_like(ref_lengths, self.unroll_steps)
+        base = ref_lengths if cfg.mixer_sample_len == "reference" else src_lengths
+        return (cfg.mixer_sample_len_a * base.float()).long() + cfg.mixer_sample_len_b
+
+    def _generator(self, sample, device) -> torch.Generator:
+        """A generator seeded by (seed, update, first sentence id).
+
+        The samples of a batch then do not depend on which worker draws them or on what was
+        drawn before: a distributed run reproduces a single process.
+        """
+        first_id = int(sample["id"][0]) if "id" in sample else 0
+        seed = (self.cfg.seed * 1_000_003 + self.num_updates * 8_191 + first_id) % (2**63)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        return generator
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
+
+        sample_size = total("sample_size")
+        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        xent_tokens = total("xent_tokens")
+        if xent_tokens > 0:
+            metrics.log_scalar(
+                "nll_loss", total("nll_loss") / xent_tokens / math.log(2), xent_tokens, round=3
+            )
+            metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        rl_tokens = total("rl_tokens")
+        if rl_tokens > 0:
+            sentences = total("sampled_sentences")
+            metrics.log_scalar(
+                "reinforce_loss", total("reinforce_loss") / rl_tokens, rl_tokens, round=4
+            )
+            metrics.log_scalar("reward", total("reward") / sentences, sentences, round=4)
+            metrics.log_scalar("baseline", total("baseline") / rl_tokens, rl_tokens, round=4)
+            metrics.log_scalar(
+                "baseline_mse", total("baseline_sq_err") / rl_tokens, rl_tokens, round=5
+            )
+            metrics.log_scalar("sample_len", rl_tokens / sentences, sentences, round=2)
+            metrics.log_scalar("sampled_share", rl_tokens / total("hyp_tokens"), rl_tokens, round=3)
+        stage_sentences = total("mixer_sentences")
+        if stage_sentences > 0:
+            metrics.log_scalar("mixer_s", total("mixer_s") / stage_sentences, 0, round=1)
+            metrics.log_scalar(
+                "mixer_xent_weight", total("mixer_xent_weight") / stage_sentences, 0, round=2
+            )
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+
+def fit_width(tokens: torch.Tensor, width: int, pad: int) -> torch.Tensor:
+    """`tokens` [B, L] cut or right-padded to `width` columns."""
+    if tokens.size(1) >= width:
+        return tokens[:, :width]
+    return torch.cat([tokens, tokens.new_full((tokens.size(0), width - tokens.size(1)), pad)], 1)
+
+
+def check_data_parallel_backend(model) -> None:
+    """MIXER calls the encoder and decoder directly, which torch's DDP would not synchronise."""
+    inner = getattr(model, "module", None)
+    if isinstance(inner, DistributedDataParallel) or isinstance(model, DistributedDataParallel):
+        raise ValueError(
+            "--criterion mixer runs the encoder and decoder separately, which PyTorch's "
+            "DistributedDataParallel does not synchronise: use --ddp-backend legacy_ddp"
+        )

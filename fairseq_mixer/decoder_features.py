@@ -1,0 +1,72 @@
+"""The decoder feature that feeds the output projection, from one teacher-forced pass."""
+
+from __future__ import annotations
+
+import torch
+from fairseq.models import FairseqDecoder, FairseqIncrementalDecoder
+from torch import nn
+
+_ABSTRACT_EXTRACT_FEATURES = (
+    FairseqDecoder.extract_features,
+    FairseqIncrementalDecoder.extract_features,
+)
+
+
+def output_projection(decoder: nn.Module) -> nn.Linear:
+    """The last Linear layer of `decoder` whose outputs cover the target vocabulary."""
+    vocab = len(decoder.dictionary)
+    layers = [m for m in decoder.modules() if isinstance(m, nn.Linear) and m.out_features == vocab]
+    if not layers:
+        raise ValueError(
+            f"{type(decoder).__name__} has neither extract_features() nor a Linear output "
+            "projection over the vocabulary: the MIXER baseline cannot read its features"
+        )
+    return layers[-1]
+
+
+def decoder_features_and_output(decoder: nn.Module, prev_output_tokens, encoder_out):
+    """(features [B, L, d], decoder output tuple) of a teacher-forced decoder pass.
+
+    Decoders that implement extract_features()/output_layer() (transformer, lstm) are called
+    through them; others (fconv) run whole while a hook reads the projection's input.
+    """
+    if type(decoder).extract_features not in _ABSTRACT_EXTRACT_FEATURES:
+        features, extra = decoder.extract_features(prev_output_tokens, encoder_out=encoder_out)
+        return features, (decoder.output_layer(features), extra)
+    captured: list[torch.Tensor] = []
+    handle = output_projection(decoder).register_forward_pre_hook(
+        lambda _module, inputs: captured.append(inputs[0])
+    )
+    try:
+        decoder_out = decoder(prev_output_tokens, encoder_out=encoder_out)
+    finally:
+        handle.remove()
+    return captured[-1], decoder_out
+
+
+def check_incremental_decoder(model: nn.Module) -> None:
+    """MIXER samples with incremental decoding: refuse models whose decoder cannot."""
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, FairseqIncrementalDecoder):
+        raise ValueError(
+            f"--criterion mixer needs an encoder-decoder model whose decoder supports "
+            f"incremental decoding (a FairseqIncrementalDecoder); {type(model).__name__} has "
+            f"decoder {type(decoder).__name__}"
+        )
+
+
+@torch.no_grad()
+def decoder_feature_dim(model: nn.Module) -> int:
+    """Size of the decoder feature, read off a one-token pass in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        eos = model.decoder.dictionary.eos()
+        src = torch.full((1, 2), eos, dtype=torch.long, device=device)
+        encoder_out = model.encoder(src, src_lengths=torch.tensor([2], device=device))
+        prev = torch.full((1, 1), eos, dtype=torch.long, device=device)
+        features, _ = decoder_features_and_output(model.decoder, prev, encoder_out)
+    finally:
+        model.train(was_training)
+    return features.size(-1)

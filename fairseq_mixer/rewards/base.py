@@ -1,0 +1,58 @@
+"""The reward interface shared by every sentence-level reward."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .ngrams import token_equality
+from .sequences import Sequences, StartSpec, TokenBatch, to_padded_pair
+
+
+class Reward(ABC):
+    """A batched sentence-level reward: ``reward(hyps, refs, start=None)`` -> float [B] in [0, 1].
+
+    ``hyps`` and ``refs`` are padded 2-D tensors or lists of id lists; each sequence ends at its
+    first ``eos`` or ``pad``. The result lies on the device of the first tensor input.
+    Unless ``unk_matches`` is set, a reference ``unk`` matches nothing, so a model cannot earn
+    reward by producing <unk> where the reference has one.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, pad: int = 1, eos: int = 2, unk: int = 3, unk_matches: bool = False):
+        self.pad = int(pad)
+        self.eos = int(eos)
+        self.unk = int(unk)
+        self.unk_matches = bool(unk_matches)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """Keyword options accepted by the constructor (pad, eos and unk included)."""
+        params = inspect.signature(cls.__init__).parameters
+        return tuple(name for name in params if name != "self")
+
+    def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
+        hyp, ref = to_padded_pair(hyps, refs, self.pad, self.eos)
+        if hyp.lengths.numel() == 0:
+            return torch.zeros(0, dtype=torch.float, device=hyp.tokens.device)
+        with torch.no_grad():
+            scores = self.score(hyp, ref, start)
+        return scores.to(torch.float)
+
+    @abstractmethod
+    def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
+        """Scores a non-empty padded batch; returns [B] (any float dtype)."""
+
+    def hyp_ref_equality(self, hyp: Sequences, ref: Sequences) -> Tensor:
+        """[B, Lh, Lr] token equality with the reference <unk> rule applied."""
+        blocked = None if self.unk_matches else ref.tokens == self.unk
+        return token_equality(hyp, ref, blocked)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.option_names())
+        return f"{type(self).__name__}({options})"

@@ -1,0 +1,143 @@
+"""Sentence-level BLEU rewards: sacrebleu's smoothed BLEU and the MIXER release's BLEU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Reward
+from .ngrams import clipped_matches, token_equality
+from .sequences import Sequences, StartSpec, to_start
+
+SMOOTH_METHODS = ("none", "floor", "add-k", "exp")
+_SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
+
+
+def _orders(max_order: int, device: torch.device) -> Tensor:
+    return torch.arange(1, max_order + 1, dtype=torch.long, device=device)
+
+
+class SentenceBleu(Reward):
+    """sacrebleu's sentence BLEU (``tokenize="none"``, ``effective_order=True``) divided by 100.
+
+    Follows ``sacrebleu.metrics.BLEU.compute_bleu`` (2.6.0) step by step: 0 when no n-gram of
+    any order matches; add-k smoothing for orders above 1; stop at the first order with no
+    hypothesis n-grams (effective order); the 'exp' method halves the fallback precision at
+    each successive zero-match order; a zero precision makes the score 0.
+    """
+
+    name = "sentence_bleu"
+
+    def __init__(
+        self,
+        *,
+        pad: int = 1,
+        eos: int = 2,
+        unk: int = 3,
+        unk_matches: bool = False,
+        smooth_method: str = "exp",
+        smooth_value: float | None = None,
+        max_order: int = 4,
+    ):
+        super().__init__(pad=pad, eos=eos, unk=unk, unk_matches=unk_matches)
+        if smooth_method not in SMOOTH_METHODS:
+            raise ValueError(
+                f"unknown smooth_method {smooth_method!r}; expected one of {SMOOTH_METHODS}"
+            )
+        if smooth_value is not None and not (
+            isinstance(smooth_value, int | float) and math.isfinite(smooth_value)
+        ):
+            raise ValueError(f"smooth_value must be a finite number or None, got {smooth_value!r}")
+        if smooth_value is not None and smooth_value < 0:
+            raise ValueError(f"smooth_value must be non-negative, got {smooth_value!r}")
+        if not isinstance(max_order, int) or isinstance(max_order, bool) or max_order < 1:
+            raise ValueError(f"max_order must be a positive int, got {max_order!r}")
+        self.smooth_method = smooth_method
+        self.smooth_value = smooth_value
+        self.max_order = max_order
+
+    def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
+        device = hyp.tokens.device
+        hyp_len = hyp.lengths.double()
+        ref_len = ref.lengths.double()
+        orders = _orders(self.max_order, device)
+        hyp_hyp = token_equality(hyp, hyp)
+        correct = clipped_matches(self.hyp_ref_equality(hyp, ref), hyp_hyp, self.max_order)
+        correct = correct.double()
+        total = (hyp.lengths[:, None] - orders[None, :] + 1).clamp(min=0).double()
+        any_match = (correct > 0).any(dim=1)
+
+        value = self.smooth_value
+        if value is None:
+            value = _SMOOTH_DEFAULTS[self.smooth_method]
+        if self.smooth_method == "add-k":
+            extra = (orders[None, :] > 1).double() * value
+            correct = correct + extra
+            total = total + extra
+
+        # Orders up to (excluding) the first one without hypothesis n-grams take part.
+        active = torch.cumprod((total != 0).long(), dim=1).bool()
+        eff_order = active.sum(dim=1)
+        safe_total = torch.where(active, total, torch.ones_like(total))
+        zero = correct == 0
+        if self.smooth_method == "exp":
+            halvings = torch.cumsum((zero & active).long(), dim=1).double()
+            fallback = 1.0 / (torch.pow(2.0, halvings) * safe_total)
+        elif self.smooth_method == "floor":
+            fallback = value / safe_total
+        else:
+            fallback = torch.zeros_like(total)
+        precision = torch.where(zero, fallback, correct / safe_total)
+
+        dead = (active & (precision <= 0)).any(dim=1)
+        log_precision = torch.where(active, precision.clamp(min=1e-300).log(), 0.0)
+        mean_log = log_precision.sum(dim=1) / eff_order.clamp(min=1)
+        shorter = hyp_len < ref_len
+        ratio = ref_len / hyp_len.clamp(min=1)
+        brevity = torch.where(shorter, torch.exp(1 - ratio), torch.ones_like(ratio))
+        brevity = torch.where(shorter & (hyp_len == 0), 0.0, brevity)
+        bleu = brevity * torch.exp(mean_log)
+        return torch.where(any_match & ~dead, bleu, 0.0)
+
+
+class MixerBleu(Reward):
+    """The sentence BLEU of the MIXER release, scoring only the sampled part of a hypothesis.
+
+    With ``s = start + 1`` the first sampled (1-indexed) position: order
+    ``n = min(4, hyp_len - s + 1, ref_len - s + 1)`` (``n <= 0`` gives 0); only n-grams ending at
+    or after ``s`` count, in the hypothesis and in the reference; precisions are add-one
+    smoothed for every order; the brevity penalty ``exp(1 - (ref_len + 1) / hyp_len)`` applies
+    when ``hyp_len < ref_len`` (full lengths). Reference n-grams with <unk> never match.
+    """
+
+    name = "mixer_bleu"
+    max_order = 4
+
+    def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
+        device = hyp.tokens.device
+        first = to_start(start, hyp.lengths.size(0), device)
+        orders = _orders(self.max_order, device)
+        hyp_hyp = token_equality(hyp, hyp)
+        hyp_ref = self.hyp_ref_equality(hyp, ref)
+        matches = clipped_matches(hyp_ref, hyp_hyp, self.max_order, cut=first).double()
+
+        order = torch.minimum(hyp.lengths, ref.lengths) - first
+        order = order.clamp(max=self.max_order)
+        # Hypothesis k-grams ending at or after `first`: start positions max(0, first-k+1) ..
+        # hyp_len-k, i.e. hyp_len - max(k - 1, first) of them.
+        hyp_grams = hyp.lengths[:, None] - torch.maximum(orders[None, :] - 1, first[:, None])
+        hyp_grams = hyp_grams.clamp(min=0).double()
+        log_precision = torch.log((matches + 1) / (hyp_grams + 1))
+        used = orders[None, :] <= order[:, None]
+        mean_log = torch.where(used, log_precision, 0.0).sum(dim=1) / order.clamp(min=1)
+
+        hyp_len = hyp.lengths.double()
+        ref_len = ref.lengths.double()
+        brevity = torch.where(
+            hyp_len < ref_len,
+            torch.exp(1 - (ref_len + 1) / hyp_len.clamp(min=1)),
+            torch.ones_like(hyp_len),
+        )
+        return torch.where(order > 0, brevity * torch.exp(mean_log), 0.0)

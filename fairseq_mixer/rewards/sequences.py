@@ -1,0 +1,125 @@
+"""Turning reward inputs (id lists or padded tensors) into padded tensors with lengths."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+#: A batch of token sequences: a 2-D integer tensor [B, L], a sequence of 1-D tensors, or a
+#: sequence of token-id sequences.
+TokenBatch = Tensor | Sequence[Tensor] | Sequence[Sequence[int]]
+
+#: First sampled position of each hypothesis: None (0), an int, ints, or a tensor [B] / [].
+StartSpec = None | int | Sequence[int] | Tensor
+
+
+class Sequences(NamedTuple):
+    """A padded batch: ``tokens`` [B, L] (long, ``pad`` at and after each length) and
+    ``lengths`` [B] (long), where L is the longest length in the batch."""
+
+    tokens: Tensor
+    lengths: Tensor
+
+    def valid(self) -> Tensor:
+        """Boolean mask [B, L] of the positions inside each sequence."""
+        positions = torch.arange(self.tokens.size(1), device=self.tokens.device)
+        return positions[None, :] < self.lengths[:, None]
+
+
+def batch_device(*batches: TokenBatch) -> torch.device:
+    """The device of the first tensor found among the inputs, else the CPU."""
+    for batch in batches:
+        if isinstance(batch, Tensor):
+            return batch.device
+        if len(batch) > 0 and isinstance(batch[0], Tensor):
+            return batch[0].device
+    return torch.device("cpu")
+
+
+def _stack_lists(seqs: Sequence[Sequence[int]], pad: int, device: torch.device) -> Tensor:
+    """Right-pads id lists into one [B, L] tensor with a single copy of the flattened ids."""
+    lengths = torch.tensor([len(seq) for seq in seqs], dtype=torch.long)
+    flat = torch.tensor([tok for seq in seqs for tok in seq], dtype=torch.long)
+    width = int(lengths.max()) if len(seqs) > 0 else 0
+    tokens = torch.full((len(seqs), width), pad, dtype=torch.long)
+    rows = torch.repeat_interleave(torch.arange(len(seqs)), lengths)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    cols = torch.arange(flat.numel()) - torch.repeat_interleave(offsets, lengths)
+    tokens[rows, cols] = flat
+    return tokens.to(device)
+
+
+def to_padded(batch: TokenBatch, pad: int, eos: int, device: torch.device) -> Sequences:
+    """Pads ``batch`` and cuts every sequence before its first ``eos`` or ``pad``.
+
+    Whatever follows the first ``eos``/``pad`` of a sequence (more tokens, padding) is ignored,
+    so model samples that keep going after EOS can be passed as they are.
+    """
+    if isinstance(batch, Tensor):
+        if batch.dim() != 2:
+            raise ValueError(
+                f"expected a 2-D [batch, length] tensor, got shape {tuple(batch.shape)}"
+            )
+        if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
+            raise ValueError(f"expected an integer tensor of token ids, got {batch.dtype}")
+        tokens = batch.to(device=device, dtype=torch.long)
+    elif len(batch) > 0 and all(isinstance(seq, Tensor) for seq in batch):
+        if any(seq.dim() != 1 for seq in batch):
+            raise ValueError("a sequence of tensors must hold 1-D tensors of token ids")
+        tokens = torch.nn.utils.rnn.pad_sequence(
+            [seq.to(device=device, dtype=torch.long) for seq in batch],
+            batch_first=True,
+            padding_value=pad,
+        )
+    else:
+        tokens = _stack_lists(batch, pad, device)
+
+    stop = (tokens == eos) | (tokens == pad)
+    lengths = (torch.cumsum(stop.long(), dim=1) == 0).sum(dim=1)
+    width = int(lengths.max()) if lengths.numel() > 0 else 0
+    tokens = tokens[:, :width]
+    positions = torch.arange(width, device=device)
+    tokens = tokens.masked_fill(positions[None, :] >= lengths[:, None], pad)
+    return Sequences(tokens, lengths)
+
+
+def to_padded_pair(
+    hyps: TokenBatch, refs: TokenBatch, pad: int, eos: int
+) -> tuple[Sequences, Sequences]:
+    """Pads hypotheses and references onto one device (that of the first tensor input)."""
+    device = batch_device(hyps, refs)
+    hyp = to_padded(hyps, pad, eos, device)
+    ref = to_padded(refs, pad, eos, device)
+    if hyp.lengths.size(0) != ref.lengths.size(0):
+        raise ValueError(
+            f"batch size mismatch: {hyp.lengths.size(0)} hypotheses "
+            f"but {ref.lengths.size(0)} references"
+        )
+    return hyp, ref
+
+
+def to_start(start: StartSpec, batch_size: int, device: torch.device) -> Tensor:
+    """Turns a ``start`` argument into a long tensor [B] of non-negative positions."""
+    if start is None:
+        return torch.zeros(batch_size, dtype=torch.long, device=device)
+    if isinstance(start, Tensor):
+        if start.dtype.is_floating_point or start.dtype == torch.bool or start.is_complex():
+            raise ValueError(f"start must hold integer positions, got {start.dtype}")
+        result = start.to(device=device, dtype=torch.long)
+    elif isinstance(start, numbers.Integral):
+        result = torch.full((batch_size,), int(start), dtype=torch.long, device=device)
+    else:
+        result = torch.tensor(list(start), dtype=torch.long, device=device)
+    if result.dim() == 0:
+        result = result.expand(batch_size)
+    if result.shape != (batch_size,):
+        raise ValueError(
+            f"start must be an int or have shape [{batch_size}], got {tuple(result.shape)}"
+        )
+    if batch_size > 0 and bool((result < 0).any()):
+        raise ValueError("start positions must be non-negative")
+    return result

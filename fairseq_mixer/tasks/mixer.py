@@ -1,0 +1,201 @@
+"""The `mixer` task: translation data plus MIXER's schedule (Algorithm 1, spec section 2).
+
+It trains as plain translation with any other criterion, so one task serves the XENT
+pretraining, the MIXER fine-tuning and fairseq-generate.
+"""
+
+import json
+import logging
+import os
+from argparse import Namespace
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import utils
+from fairseq.data import encoders
+from fairseq.dataclass import ChoiceEnum
+from fairseq.logging import metrics
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from fairseq_mixer.decoder_features import check_incremental_decoder, decoder_feature_dim
+from fairseq_mixer.schedule import PLACEMENTS, MixerStage, check_schedule_options, mixer_stage
+from fairseq_mixer.validation_rouge import ROUGE_TYPES, rouge_sums
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MixerConfig(TranslationConfig):
+    mixer_xent_epochs: int = field(
+        default=25,
+        metadata={
+            "help": "N_XENT: epochs of XENT alone before the first mixed stage "
+            "(0 when starting from a pretrained XENT checkpoint)"
+        },
+    )
+    mixer_epochs_per_stage: int = field(
+        default=5, metadata={"help": "N_XE+R: epochs of each mixed stage"}
+    )
+    mixer_delta: int = field(
+        default=3, metadata={"help": "Delta: steps s drops by from one stage to the next"}
+    )
+    mixer_unroll_steps: int = field(
+        default=25, metadata={"help": "T: the unrolled length; s starts at T"}
+    )
+    mixer_xent_weight: float = field(
+        default=0.5, metadata={"help": "weight of XENT in the mixed stages (REINFORCE: 1 - w)"}
+    )
+    mixer_schedule: ChoiceEnum(PLACEMENTS) = field(
+        default="absolute",
+        metadata={
+            "help": "absolute: s counts from the start of every sentence (the release); "
+            "per_sentence: the last T - s words of each reference are sampled"
+        },
+    )
+    mixer_stage_unit: ChoiceEnum(["epoch", "update"]) = field(
+        default="epoch",
+        metadata={
+            "help": "count --mixer-xent-epochs and --mixer-epochs-per-stage in epochs or in updates"
+        },
+    )
+    eval_bleu_args: str | None = field(
+        default='{"beam": 1}',
+        metadata={"help": "generation args for validation BLEU/ROUGE (greedy by default)"},
+    )
+    eval_rouge: bool = field(
+        default=False,
+        metadata={"help": "validation ROUGE-1/2/L F-measure (rouge-score) of greedy decodes"},
+    )
+
+
+@register_task("mixer", dataclass=MixerConfig)
+class MixerTask(TranslationTask):
+    cfg: MixerConfig
+
+    def __init__(self, cfg: MixerConfig, src_dict, tgt_dict):
+        check_schedule_options(
+            cfg.mixer_xent_epochs,
+            cfg.mixer_epochs_per_stage,
+            cfg.mixer_delta,
+            cfg.mixer_unroll_steps,
+            cfg.mixer_xent_weight,
+        )
+        super().__init__(cfg, src_dict, tgt_dict)
+        self.decoder_feature_dim: int | None = None
+        self.stage = self.stage_at(1)
+
+    @classmethod
+    def setup_task(cls, cfg: MixerConfig, **kwargs):
+        data = utils.split_paths(cfg.data)[0] if cfg.data else ""
+        if not os.path.isdir(data):
+            raise FileNotFoundError(f"data folder {data!r} does not exist")
+        for lang in (cfg.source_lang, cfg.target_lang):
+            if lang is not None and not os.path.exists(os.path.join(data, f"dict.{lang}.txt")):
+                raise FileNotFoundError(
+                    f"data folder {data!r} has no dictionary dict.{lang}.txt: binarise the data "
+                    "with fairseq-preprocess first"
+                )
+        return super().setup_task(cfg, **kwargs)
+
+    def stage_at(self, unit: int) -> MixerStage:
+        cfg = self.cfg
+        return mixer_stage(
+            unit,
+            cfg.mixer_xent_epochs,
+            cfg.mixer_epochs_per_stage,
+            cfg.mixer_delta,
+            cfg.mixer_unroll_steps,
+            cfg.mixer_xent_weight,
+        )
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if isinstance(getattr(model, "decoder", None), torch.nn.Module) and hasattr(
+            model, "encoder"
+        ):
+            try:
+                self.decoder_feature_dim = decoder_feature_dim(model)
+            except (NotImplementedError, ValueError, TypeError) as error:
+                logger.warning("cannot read the decoder feature size: %s", error)
+        if self.cfg.eval_rouge and not self.cfg.eval_bleu:
+            detok_args = json.loads(self.cfg.eval_bleu_detok_args)
+            self.tokenizer = encoders.build_tokenizer(
+                Namespace(tokenizer=self.cfg.eval_bleu_detok, **detok_args)
+            )
+            gen_args = json.loads(self.cfg.eval_bleu_args)
+            self.sequence_generator = self.build_generator([model], Namespace(**gen_args))
+        self._model = model
+        return model
+
+    def build_criterion(self, cfg):
+        if getattr(cfg, "_name", None) == "mixer":
+            check_incremental_decoder(self._model)
+        return super().build_criterion(cfg)
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        if self.cfg.mixer_stage_unit == "epoch":
+            self._enter_stage(self.stage_at(epoch), f"epoch {epoch}")
+
+    def _enter_stage(self, stage: MixerStage, when: str) -> None:
+        if stage != self.stage or when.startswith("epoch"):
+            logger.info(
+                "MIXER stage %d from %s: s=%d, XENT weight %.2f%s",
+                stage.index,
+                when,
+                stage.s,
+                stage.xent_weight,
+                "" if stage.uses_reinforce else " (XENT only)",
+            )
+        self.stage = stage
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if self.cfg.mixer_stage_unit == "update":
+            self._enter_stage(self.stage_at(update_num + 1), f"update {update_num + 1}")
+        set_stage = getattr(criterion, "set_mixer_stage", None)
+        if set_stage is not None:
+            set_stage(self.stage, update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["mixer_stage"] = {
+            "index": self.stage.index,
+            "s": self.stage.s,
+            "xent_weight": self.stage.xent_weight,
+        }
+        return state
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.cfg.eval_rouge:
+            hyps, refs = self._greedy_hypotheses(sample, model)
+            logging_output.update(rouge_sums(hyps, refs))
+        return loss, sample_size, logging_output
+
+    def _greedy_hypotheses(self, sample, model) -> tuple[list[str], list[str]]:
+        def decode(tokens, unk_string):
+            text = self.tgt_dict.string(
+                tokens.int().cpu(), self.cfg.eval_bleu_remove_bpe, unk_string=unk_string
+            )
+            return self.tokenizer.decode(text) if self.tokenizer else text
+
+        gen_out = self.inference_step(self.sequence_generator, [model], sample)
+        hyps = [decode(out[0]["tokens"], "UNKNOWNTOKENINHYP") for out in gen_out]
+        refs = [
+            decode(utils.strip_pad(target, self.tgt_dict.pad()), "UNKNOWNTOKENINREF")
+            for target in sample["target"]
+        ]
+        return hyps, refs
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if not self.cfg.eval_rouge:
+            return
+        count = sum(log.get("_rouge_count", 0) for log in logging_outputs)
+        if count == 0:
+            return
+        for rouge_type in ROUGE_TYPES:
+            total = sum(log.get(f"_{rouge_type}_sum", 0.0) for log in logging_outputs)
+            metrics.log_scalar(rouge_type, 100.0 * total / count, count, round=2)

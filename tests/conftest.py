@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def run_tool(args: list[str], cwd: Path | None = None, check: bool = True, timeout: int = 600):
+    """Run a command-line tool of the venv (fairseq-train, ...) and return the finished process."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, args))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synthetic_bin(tmp_path_factory) -> Path:
+    """A small binarised synthetic language pair (data_prep.synthetic)."""
+    dest = tmp_path_factory.mktemp("synthetic")
+    run_tool(
+        [
+            sys.executable,
+            "-m",
+            "data_prep.synthetic",
+            "--dest",
+            str(dest),
+            "--train",
+            "600",
+            "--valid",
+            "48",
+            "--test",
+            "48",
+            "--seed",
+            "3",
+        ],
+        cwd=REPO,
+    )
+    return dest / "bin"

@@ -1,0 +1,68 @@
+"""Real fairseq task, model and criterion objects built from command-line flags, in-process."""
+
+from pathlib import Path
+
+import torch
+from fairseq import options, tasks, utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+import fairseq_mixer  # noqa: F401  (registers the plugin)
+
+TINY_LSTM = [
+    "--arch", "lstm", "--encoder-embed-dim", "16", "--encoder-hidden-size", "16",
+    "--decoder-embed-dim", "16", "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16",
+]  # fmt: skip
+TINY_TRANSFORMER = [
+    "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
+    "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
+    "--decoder-attention-heads", "2",
+]  # fmt: skip
+TINY_FCONV = [
+    "--arch", "fconv", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+    "--decoder-out-embed-dim", "16", "--encoder-layers", "[(16, 3)] * 2",
+    "--decoder-layers", "[(16, 3)] * 2",
+]  # fmt: skip
+ARCHS = {"lstm": TINY_LSTM, "transformer": TINY_TRANSFORMER, "fconv": TINY_FCONV}
+
+
+def build(data: Path, flags: list[str]):
+    """(cfg, task, model, criterion) as fairseq-train would build them."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser,
+        [
+            str(data),
+            "--user-dir",
+            str(Path(fairseq_mixer.__file__).parent),
+            "--cpu",
+            "--task",
+            "mixer",
+            "--dropout",
+            "0",
+            *flags,
+        ],
+    )
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.set_torch_seed(cfg.common.seed)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    return cfg, task, model, criterion
+
+
+def first_batch(task, split: str = "train", max_sentences: int = 16) -> dict:
+    task.load_dataset(split)
+    iterator = task.get_batch_iterator(
+        dataset=task.dataset(split), max_sentences=max_sentences, seed=1
+    ).next_epoch_itr(shuffle=False)
+    return next(iter(iterator))
+
+
+def set_stage(task, criterion, epoch: int, num_updates: int = 0) -> None:
+    task.begin_epoch(epoch, None)
+    criterion.set_mixer_stage(task.stage, num_updates)
+
+
+def grads_of(module: torch.nn.Module) -> dict:
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}

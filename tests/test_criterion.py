@@ -1,0 +1,124 @@
+"""The mixer criterion on real fairseq models (lstm, transformer, fconv), in-process."""
+
+import math
+
+import pytest
+import torch
+from harness import ARCHS, build, first_batch, grads_of, set_stage
+
+MIXED = ["--criterion", "mixer", "--mixer-xent-epochs", "1", "--mixer-epochs-per-stage", "1",
+         "--mixer-unroll-steps", "6", "--mixer-delta", "3"]  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_mixed_step_trains_every_architecture(synthetic_bin, arch):
+    _, task, model, criterion = build(synthetic_bin, ARCHS[arch] + MIXED)
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=2)
+    assert task.stage.s == 3 and task.stage.uses_reinforce
+    model.train()
+    loss, sample_size, log = criterion(model, sample)
+    assert torch.isfinite(loss)
+    assert log["rl_tokens"] > 0 and log["xent_tokens"] > 0
+    assert 0.0 <= float(log["reward"]) <= float(log["sampled_sentences"])
+    assert sample_size == int(log["xent_tokens"] + log["rl_tokens"])
+    loss.backward()
+    model_grads = grads_of(model)
+    assert model_grads and all(torch.isfinite(g).all() for g in model_grads.values())
+    assert set(grads_of(criterion)) == {"baseline.weight", "baseline.bias"}
+
+
+def test_validation_reports_teacher_forced_nll(synthetic_bin):
+    _, task, model, criterion = build(synthetic_bin, ARCHS["lstm"] + MIXED)
+    sample = first_batch(task, "valid")
+    set_stage(task, criterion, epoch=3)
+    model.eval()
+    with torch.no_grad():
+        loss, sample_size, log = criterion(model, sample)
+        lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
+    target = sample["target"]
+    expected = torch.nn.functional.nll_loss(
+        lprobs.view(-1, lprobs.size(-1)),
+        target.view(-1),
+        ignore_index=task.tgt_dict.pad(),
+        reduction="sum",
+    )
+    assert sample_size == sample["ntokens"]
+    assert torch.allclose(loss, expected) and torch.allclose(log["nll_loss"], expected)
+    assert "rl_tokens" not in log
+
+
+def test_stage_zero_is_plain_cross_entropy(synthetic_bin):
+    _, task, model, criterion = build(synthetic_bin, ARCHS["lstm"] + MIXED)
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=1)
+    model.train()
+    loss, _, log = criterion(model, sample)
+    assert "rl_tokens" not in log and log["mixer_s"] == 6 * sample["nsentences"]
+    assert torch.allclose(loss, log["nll_loss"])
+
+
+def test_baseline_sends_no_gradient_into_the_model(synthetic_bin):
+    _, task, model, criterion = build(
+        synthetic_bin, ARCHS["lstm"] + MIXED + ["--mixer-xent-weight", "0.0"]
+    )
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=2)
+    criterion.baseline.weight.data.normal_()
+    model.train()
+    criterion.cfg.mixer_baseline_weight = 1.0
+    reinforce_only = criterion(model, sample)[0]
+    reinforce_only.backward()
+    with_baseline = grads_of(model)
+    model.zero_grad()
+    criterion.zero_grad()
+    criterion.cfg.mixer_baseline_weight = 0.0
+    criterion(model, sample)[0].backward()
+    without_baseline = grads_of(model)
+    assert with_baseline.keys() == without_baseline.keys()
+    for name, grad in with_baseline.items():
+        assert torch.allclose(grad, without_baseline[name], atol=1e-7), name
+    assert all(g.abs().sum() == 0 for g in grads_of(criterion).values())
+
+
+def test_release_scaling_has_unit_sample_size_and_overlapping_step(synthetic_bin):
+    _, task, model, criterion = build(
+        synthetic_bin, ARCHS["lstm"] + MIXED + ["--mixer-loss-scaling", "release"]
+    )
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=2)
+    model.train()
+    loss, sample_size, log = criterion(model, sample)
+    assert sample_size == 1 and torch.isfinite(loss)
+    long_refs = sample["target"].ne(task.tgt_dict.pad()).sum(1) > 3
+    # s = 3: XENT on steps 1..3 of every long reference, sampling from step 3 on.
+    assert int(log["xent_tokens"]) >= 3 * int(long_refs.sum())
+
+
+def test_warm_start_without_criterion_state_and_foreign_state(synthetic_bin):
+    _, _, _, criterion = build(synthetic_bin, ARCHS["lstm"] + MIXED)
+    before = {k: v.clone() for k, v in criterion.state_dict().items()}
+    criterion.load_state_dict(None)
+    assert all(torch.equal(before[k], v) for k, v in criterion.state_dict().items())
+    with pytest.raises(ValueError, match="another criterion"):
+        criterion.load_state_dict({"proj.weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match="shape"):
+        criterion.load_state_dict(
+            {"baseline.weight": torch.zeros(3, 16), "baseline.bias": torch.zeros(3)}
+        )
+
+
+def test_sampling_is_seeded_per_batch(synthetic_bin):
+    _, task, model, criterion = build(synthetic_bin, ARCHS["lstm"] + MIXED)
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=2, num_updates=5)
+    model.train()
+    first = criterion(model, sample)[2]
+    torch.rand(100)
+    second = criterion(model, sample)[2]
+    assert math.isclose(float(first["reward"]), float(second["reward"]))
+    set_stage(task, criterion, epoch=2, num_updates=6)
+    third = criterion(model, sample)[2]
+    assert float(third["hyp_tokens"]) != float(first["hyp_tokens"]) or float(
+        third["reward"]
+    ) != float(first["reward"])
