@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
+from cli_runs import BIN, MIXER, PLUGIN, fairseq_train, log_records
 from conftest import run_tool
-from fairseq_cli import BIN, MIXER, PLUGIN, fairseq_train, log_records
 
 import fairseq_mixer  # noqa: F401  (allow-lists what fairseq checkpoints hold)
 
@@ -158,3 +158,20 @@ def test_data_folder_without_target_dictionary(synthetic_bin, tmp_path):
     assert proc.returncode != 0 and "has no dictionary dict.tgt.txt" in proc.stdout + proc.stderr
     missing = fairseq_train(tmp_path / "nowhere", tmp_path, "--max-update", "1", check=False)
     assert missing.returncode != 0 and "does not exist" in missing.stdout + missing.stderr
+
+
+def test_validation_bleu_and_rouge_and_a_schedule_counted_in_updates(synthetic_bin, tmp_path):
+    proc = fairseq_train(
+        synthetic_bin, tmp_path, *MIXER, "--mixer-stage-unit", "update",
+        "--mixer-xent-epochs", "2", "--mixer-epochs-per-stage", "2", "--max-update", "6",
+        "--eval-bleu", "--eval-rouge", "--best-checkpoint-metric", "rouge2",
+        "--maximize-best-checkpoint-metric", "--validate-interval-updates", "6",
+    )  # fmt: skip
+    s_values = [float(r["mixer_s"]) for r in log_records(proc, "train_inner")]
+    assert s_values == [10.0, 10.0, 6.0, 6.0, 2.0, 2.0]
+    valid = log_records(proc, "valid")[0]
+    for metric in ("bleu", "rouge1", "rouge2", "rougeL"):
+        assert 0.0 <= float(valid[metric]) <= 100.0, valid
+    assert "best_rouge2" in valid
+    stage = torch.load(tmp_path / "checkpoint_last.pt")["task_state"]["mixer_stage"]
+    assert stage == {"index": 2, "s": 2, "xent_weight": 0.5}

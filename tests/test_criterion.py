@@ -122,3 +122,16 @@ def test_sampling_is_seeded_per_batch(synthetic_bin):
     assert float(third["hyp_tokens"]) != float(first["hyp_tokens"]) or float(
         third["reward"]
     ) != float(first["reward"])
+
+
+def test_models_without_incremental_decoding_are_refused():
+    from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel
+
+    from fairseq_mixer.decoder_features import check_incremental_decoder
+
+    class PlainDecoder(FairseqDecoder):
+        pass
+
+    model = FairseqEncoderDecoderModel(FairseqEncoder(None), PlainDecoder(None))
+    with pytest.raises(ValueError, match="incremental decoding.*PlainDecoder"):
+        check_incremental_decoder(model)

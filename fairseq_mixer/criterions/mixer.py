@@ -60,6 +60,13 @@ class MixerCriterionConfig(FairseqDataclass):
     mixer_baseline_steps: int = field(
         default=200, metadata={"help": "number of per-step heads; later steps use the last"}
     )
+    mixer_baseline_bias_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "the baseline's bias moves this many times faster under Adam-like "
+            "optimisers (1: the release; about 100 for Adam at a fine-tuning lr)"
+        },
+    )
     mixer_baseline_weight: float = field(
         default=0.01, metadata={"help": "weight of 1/2 sum (b_t - R)^2 (release: 0.01)"}
     )
@@ -91,6 +98,10 @@ def reward_options(cfg: MixerCriterionConfig) -> dict:
 def check_criterion_options(cfg: MixerCriterionConfig) -> None:
     if cfg.mixer_baseline_steps < 1:
         raise ValueError(f"--mixer-baseline-steps must be >= 1 (got {cfg.mixer_baseline_steps})")
+    if cfg.mixer_baseline_bias_scale <= 0:
+        raise ValueError(
+            f"--mixer-baseline-bias-scale must be > 0 (got {cfg.mixer_baseline_bias_scale})"
+        )
     if cfg.mixer_baseline_weight < 0:
         raise ValueError(f"--mixer-baseline-weight must be >= 0 (got {cfg.mixer_baseline_weight})")
     if cfg.mixer_sample_len_a < 0 or cfg.mixer_sample_len_b < 0:
@@ -111,7 +122,7 @@ class MixerCriterion(FairseqCriterion):
             cfg.reward, pad=self.padding_idx, eos=self.eos, unk=self.unk, **reward_options(cfg)
         )
         heads = cfg.mixer_baseline_steps if cfg.mixer_baseline_heads == "per_step" else 1
-        self.baseline = StepBaseline(feature_dim, heads)
+        self.baseline = StepBaseline(feature_dim, heads, bias_scale=cfg.mixer_baseline_bias_scale)
         self.release_scaling = cfg.mixer_loss_scaling == "release"
         self.unroll_steps = task.cfg.mixer_unroll_steps
         self.placement = task.cfg.mixer_schedule

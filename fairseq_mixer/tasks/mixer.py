@@ -9,6 +9,7 @@ import logging
 import os
 from argparse import Namespace
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from fairseq import utils
@@ -59,7 +60,7 @@ class MixerConfig(TranslationConfig):
             "help": "count --mixer-xent-epochs and --mixer-epochs-per-stage in epochs or in updates"
         },
     )
-    eval_bleu_args: str | None = field(
+    eval_bleu_args: Optional[str] = field(
         default='{"beam": 1}',
         metadata={"help": "generation args for validation BLEU/ROUGE (greedy by default)"},
     )
@@ -82,7 +83,7 @@ class MixerTask(TranslationTask):
             cfg.mixer_xent_weight,
         )
         super().__init__(cfg, src_dict, tgt_dict)
-        self.decoder_feature_dim: int | None = None
+        self.decoder_feature_dim: Optional[int] = None
         self.stage = self.stage_at(1)
 
     @classmethod

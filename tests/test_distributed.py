@@ -1,0 +1,63 @@
+"""Two processes over gloo against one process that sees the same two half-batches."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from cli_runs import COMMON, MIXER, TINY_LSTM, fairseq_train
+from conftest import REPO
+
+import fairseq_mixer  # noqa: F401  (allow-lists what fairseq checkpoints hold)
+
+WRAPPER = str(Path(__file__).parent / "train_saving_every_rank.py")
+ONE_UPDATE = [*MIXER, "--max-update", "1", "--disable-validation", "--batch-size", "16",
+              "--required-batch-size-multiple", "1"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def checkpoint_tensors(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu")
+    return {**state["model"], **{f"criterion.{k}": v for k, v in state["criterion"].items()}}
+
+
+def test_two_gloo_ranks_match_one_process(synthetic_bin, tmp_path):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = []
+    for rank in range(2):
+        (tmp_path / f"rank{rank}").mkdir()  # fairseq creates the save dir on rank 0 only
+        args = [sys.executable, WRAPPER, str(synthetic_bin), *COMMON, *TINY_LSTM, *ONE_UPDATE,
+                "--save-dir", str(tmp_path / f"rank{rank}"), "--distributed-world-size", "2",
+                "--distributed-rank", str(rank), "--distributed-backend", "gloo",
+                "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+                "--ddp-backend", "legacy_ddp", "--device-id", "0"]  # fmt: skip
+        ranks.append(
+            subprocess.Popen(
+                args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )  # fmt: skip
+        )
+    outputs = [proc.communicate(timeout=600)[0] for proc in ranks]
+    for proc, output in reversed(list(zip(ranks, outputs, strict=True))):
+        assert proc.returncode == 0, output[-4000:]
+    assert "distributed init (rank 1)" in outputs[1]
+
+    fairseq_train(synthetic_bin, tmp_path / "single", *ONE_UPDATE, "--update-freq", "2")
+
+    rank0 = checkpoint_tensors(tmp_path / "rank0" / "checkpoint_last.pt")
+    rank1 = checkpoint_tensors(tmp_path / "rank1" / "checkpoint_last.pt")
+    single = checkpoint_tensors(tmp_path / "single" / "checkpoint_last.pt")
+    initial = torch.load(tmp_path / "single" / "checkpoint_last.pt", map_location="cpu")
+    assert initial["optimizer_history"][-1]["num_updates"] == 1
+    assert rank0.keys() == rank1.keys() == single.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.allclose(rank0[name], single[name], atol=1e-6, rtol=1e-5), name
+    assert rank0["criterion.baseline.weight"].abs().sum() > 0
