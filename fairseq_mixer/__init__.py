@@ -4,4 +4,4 @@ Importing the package registers its criterion and task with fairseq and makes fa
 checkpoints loadable with torch's safe loading; `--user-dir fairseq_mixer` does the import.
 """
 
-from fairseq_mixer import checkpoint_compat, criterions, tasks  # noqa: F401
+from fairseq_mixer import checkpoint_compat, criterions, models, tasks  # noqa: F401

@@ -23,7 +23,13 @@ TINY_FCONV = [
     "--decoder-out-embed-dim", "16", "--encoder-layers", "[(16, 3)] * 2",
     "--decoder-layers", "[(16, 3)] * 2",
 ]  # fmt: skip
-ARCHS = {"lstm": TINY_LSTM, "transformer": TINY_TRANSFORMER, "fconv": TINY_FCONV}
+TINY_PAPER = ["--arch", "mixer_paper", "--embed-dim", "16", "--hidden-size", "16"]
+ARCHS = {
+    "lstm": TINY_LSTM,
+    "transformer": TINY_TRANSFORMER,
+    "fconv": TINY_FCONV,
+    "mixer_paper": TINY_PAPER,
+}
 
 
 def build(data: Path, flags: list[str]):

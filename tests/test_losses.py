@@ -84,3 +84,18 @@ def test_mixer_loss_weights():
     xent, reinforce, baseline = torch.tensor(2.0), torch.tensor(3.0), torch.tensor(5.0)
     assert mixer_loss(xent, reinforce, baseline, 1.0, 0.01) == 2.0
     assert torch.isclose(mixer_loss(xent, reinforce, baseline, 0.5, 0.01), torch.tensor(2.525))
+
+
+def test_baseline_bias_scale_keeps_the_start_value_and_moves_the_bias_faster():
+    features = torch.randn(2, 3, 4)
+    rewards = torch.tensor([0.8, 0.6])
+    mask = torch.ones(2, 3)
+    moved = []
+    for scale in (1.0, 100.0):
+        baseline = StepBaseline(feature_dim=4, num_heads=3, bias_scale=scale)
+        assert torch.allclose(baseline(features), torch.full((2, 3), 0.01))
+        optimizer = torch.optim.Adam(baseline.parameters(), lr=1e-3)
+        baseline_loss(baseline(features), rewards, mask).backward()
+        optimizer.step()
+        moved.append((baseline.bias * scale - 0.01).abs().mean().item())
+    assert abs(moved[0] - 1e-3) < 1e-5 and abs(moved[1] - 0.1) < 1e-3

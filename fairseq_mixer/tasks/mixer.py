@@ -84,6 +84,7 @@ class MixerTask(TranslationTask):
         )
         super().__init__(cfg, src_dict, tgt_dict)
         self.decoder_feature_dim: Optional[int] = None
+        self.trains_with_mixer = False
         self.stage = self.stage_at(1)
 
     @classmethod
@@ -130,7 +131,8 @@ class MixerTask(TranslationTask):
         return model
 
     def build_criterion(self, cfg):
-        if getattr(cfg, "_name", None) == "mixer":
+        self.trains_with_mixer = getattr(cfg, "_name", None) == "mixer"
+        if self.trains_with_mixer:
             check_incremental_decoder(self._model)
         return super().build_criterion(cfg)
 
@@ -140,7 +142,8 @@ class MixerTask(TranslationTask):
             self._enter_stage(self.stage_at(epoch), f"epoch {epoch}")
 
     def _enter_stage(self, stage: MixerStage, when: str) -> None:
-        if stage != self.stage or when.startswith("epoch"):
+        announce = stage != self.stage or when.startswith("epoch")
+        if announce and self.trains_with_mixer:
             logger.info(
                 "MIXER stage %d from %s: s=%d, XENT weight %.2f%s",
                 stage.index,

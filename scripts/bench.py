@@ -1,0 +1,1009 @@
+"""What MIXER costs next to label-smoothed cross-entropy (XENT), measured in one run.
+
+On the same batches, models and machine, alternating the methods so that machine noise hits
+both alike, it measures:
+
+1. the wall time of one update (forward, backward, SGD step) of the `mixer` criterion in a
+   mixed stage with s = 1 against `label_smoothed_cross_entropy`, for a paper-like LSTM and a
+   small transformer, and where the time of a MIXER update goes;
+2. the speed of the batched rewards against a Python loop over `sacrebleu.sentence_bleu`, and
+   a reward call's share of a MIXER update;
+3. the peak memory of MIXER updates against XENT updates, each in a fresh child process;
+4. greedy decoding (beam 1) against beam 10 with fairseq's SequenceGenerator.
+
+Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR]
+                                         [--device cpu|cuda] [--threads N]
+The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
+See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import json
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from argparse import Namespace
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import fairseq
+import numpy as np
+import sacrebleu
+import torch
+from fairseq import options, tasks, utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+import fairseq_mixer
+import fairseq_mixer.criterions.mixer as mixer_criterion_module
+from fairseq_mixer.rewards import get_reward
+from fairseq_mixer.schedule import teacher_forced_lengths
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = str(Path(fairseq_mixer.__file__).parent)
+SEED = 1
+MIB = 2**20
+STARTED = time.perf_counter()
+
+LSTM_FLAGS = [
+    "--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "256", "--encoder-hidden-size", "256",
+    "--decoder-embed-dim", "256", "--decoder-hidden-size", "256",
+    "--decoder-out-embed-dim", "256",
+]  # fmt: skip
+TRANSFORMER_FLAGS = [
+    "--arch", "transformer", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+    "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+]  # fmt: skip
+ARCHS = {"lstm": LSTM_FLAGS, "transformer": TRANSFORMER_FLAGS}
+ARCH_LABELS = {
+    "lstm": "LSTM 1+1 layers, 256 units, embed 256, unidirectional encoder, attention",
+    "transformer": "transformer 3+3 layers, 256 dim, ffn 1024, 4 heads",
+}
+# T = 4, Delta = 3, no XENT-only epochs: epoch 1 is the mixed stage with s = 1, so every
+# token after the first reference word is sampled.
+MIXER_FLAGS = [
+    "--criterion", "mixer", "--mixer-unroll-steps", "4", "--mixer-delta", "3",
+    "--mixer-xent-epochs", "0", "--reward", "mixer_bleu",
+]  # fmt: skip
+XENT_FLAGS = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+METHODS = ("mixer", "xent")
+FORK_SERVER_MODULES = ("torch", "numpy", "sacrebleu", "fairseq.options", "fairseq_mixer")
+REWARDS = ("mixer_bleu", "sentence_bleu", "rouge2")
+
+# A tiny learning rate: the step is timed, but every update sees practically the same model.
+LEARNING_RATE = 1e-4
+CLIP_NORM = 10.0
+DECODE_MAX_LEN_A = 1.2
+DECODE_MAX_LEN_B = 10
+BEAM = 10
+KEEP_PROBABILITY = 0.7
+MAX_LENGTH_CHANGE = 3
+
+UPDATE_RATIO_LIMIT = {"cpu": 1.5, "cuda": 2.0}
+REWARD_SHARE_LIMIT = 0.05
+REWARD_SPEEDUP_LIMIT = 20.0
+MEMORY_RATIO_LIMIT = 1.3
+DECODE_SPEEDUP_LIMIT = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one bench run."""
+
+    mode: str
+    batch_size: int
+    batches: int
+    warmup_pairs: int
+    timed_pairs: int
+    phase_updates: int
+    memory_updates: int
+    reward_rounds: int
+    decode_batch_size: int
+    decode_batches: int
+    synthetic_sizes: tuple[int, int, int]
+
+
+QUICK = Settings(
+    mode="quick",
+    batch_size=32,
+    batches=4,
+    warmup_pairs=2,
+    timed_pairs=8,
+    phase_updates=3,
+    memory_updates=3,
+    reward_rounds=5,
+    decode_batch_size=32,
+    decode_batches=2,
+    synthetic_sizes=(400, 32, 64),
+)
+FULL = Settings(
+    mode="full",
+    batch_size=32,
+    batches=16,
+    warmup_pairs=5,
+    timed_pairs=40,
+    phase_updates=10,
+    memory_updates=10,
+    reward_rounds=20,
+    decode_batch_size=64,
+    decode_batches=8,
+    synthetic_sizes=(4000, 200, 512),
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a process needs to build a bench: parsed configs, sizes, device, threads."""
+
+    arch: str
+    configs: dict[str, Any]  # method -> the omegaconf config fairseq-train would build
+    settings: Settings
+    device: str
+    threads: int
+
+
+@dataclass
+class Bench:
+    """The fairseq objects every method shares: task, model, both criteria, batches."""
+
+    task: Any
+    model: torch.nn.Module
+    criteria: dict[str, torch.nn.Module]
+    optimizer: torch.optim.Optimizer
+    batches: list[dict]
+    device: str
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
+    parser.add_argument("--json", type=Path, default=Path("bench.json"), help="results file")
+    parser.add_argument(
+        "--data", type=Path, help="binarised data folder (default: fresh synthetic data)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    return args
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so that stdout holds only the report."""
+    elapsed = time.perf_counter() - STARTED
+    print(f"bench [{elapsed:5.1f} s]: {message}", file=sys.stderr, flush=True)
+
+
+def quiet_fairseq() -> None:
+    """fairseq's INFO lines and hydra's and torch's deprecation warnings would bury the table."""
+    for name in ("fairseq", "fairseq_mixer", "hydra"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+    warnings.filterwarnings("ignore", category=UserWarning, module="hydra")
+    warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
+    warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true")
+
+
+def prepare_process(threads: int) -> None:
+    """Threads, seeds and quiet logs, alike in the main process and in every child."""
+    quiet_fairseq()
+    torch.set_num_threads(threads)
+    random.seed(SEED)
+    np.random.seed(SEED)
+    utils.set_torch_seed(SEED)
+
+
+def start_synthetic_data(dest: Path, sizes: tuple[int, int, int]) -> subprocess.Popen:
+    """Starts `data_prep.synthetic`; it runs while the memory workers import fairseq."""
+    train, valid, test = sizes
+    command = [
+        sys.executable, "-m", "data_prep.synthetic", "--dest", str(dest), "--workers", "1",
+        "--train", str(train), "--valid", str(valid), "--test", str(test), "--seed", str(SEED),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish_synthetic_data(process: subprocess.Popen, dest: Path) -> Path:
+    output, _ = process.communicate()
+    if process.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-10:])
+        raise RuntimeError(f"data_prep.synthetic failed ({process.returncode}):\n{tail}")
+    return dest / "bin"
+
+
+def parse_config(data: Path, flags: list[str], device: str):
+    """The omegaconf config fairseq-train would build from these flags (about 0.7 s)."""
+    cpu = ["--cpu"] if device == "cpu" else []
+    argv = [
+        str(data), "--user-dir", USER_DIR, "--task", "mixer", "--dropout", "0",
+        "--seed", str(SEED), *cpu, *flags,
+    ]  # fmt: skip
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    return convert_namespace_to_omegaconf(args)
+
+
+def make_job(data: Path, arch: str, settings: Settings, device: str, threads: int) -> Job:
+    flags = {"mixer": MIXER_FLAGS, "xent": XENT_FLAGS}
+    configs = {method: parse_config(data, ARCHS[arch] + flags[method], device) for method in flags}
+    return Job(arch, configs, settings, device, threads)
+
+
+def build_bench(job: Job) -> Bench:
+    """Task, model (seeded), MIXER and XENT criteria, SGD and the training batches."""
+    mixer_cfg, xent_cfg, device = job.configs["mixer"], job.configs["xent"], job.device
+    utils.set_torch_seed(SEED)
+    task = tasks.setup_task(mixer_cfg.task)
+    model = task.build_model(mixer_cfg.model).to(device)
+    mixer = task.build_criterion(mixer_cfg.criterion).to(device)
+    xent = task.build_criterion(xent_cfg.criterion).to(device)
+    task.begin_epoch(1, model)
+    if not task.stage.uses_reinforce:
+        raise RuntimeError(f"expected a mixed MIXER stage, got {task.stage}")
+    mixer.set_mixer_stage(task.stage, 0)
+    parameters = [*model.parameters(), *mixer.parameters()]
+    optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE)
+    settings = job.settings
+    batches = load_batches(task, "train", settings.batch_size, settings.batches, device)
+    model.train()
+    return Bench(task, model, {"mixer": mixer, "xent": xent}, optimizer, batches, device)
+
+
+def load_batches(task, split: str, batch_size: int, count: int, device: str) -> list[dict]:
+    """The first `count` batches of exactly `batch_size` sentences of a seeded shuffled epoch."""
+    task.load_dataset(split)
+    iterator = task.get_batch_iterator(
+        dataset=task.dataset(split), max_sentences=batch_size, seed=SEED
+    ).next_epoch_itr(shuffle=True)
+    batches = [batch for batch in iterator if batch["nsentences"] == batch_size][:count]
+    if not batches:
+        raise RuntimeError(f"split {split!r} has no batch of {batch_size} sentences")
+    return [utils.move_to_cuda(batch) if device == "cuda" else batch for batch in batches]
+
+
+def decoding_split(data: Path) -> str:
+    return "test" if any(data.glob("test.*.idx")) else "valid"
+
+
+# ---------------------------------------------------------------- timing helpers
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(device: str, function: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of `function()`, with the device's queue drained on both sides."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = function()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def untimed(_name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def update(
+    bench: Bench, method: str, batch: dict, number: int,
+    phase: Callable[[str], contextlib.AbstractContextManager] = untimed,
+) -> dict:  # fmt: skip
+    """One training update: criterion forward, backward, clipping, SGD step.
+
+    `number` seeds MIXER's sampling; `phase(name)` may time the forward, backward and step.
+    """
+    criterion = bench.criteria[method]
+    if method == "mixer":
+        criterion.set_mixer_stage(bench.task.stage, number)
+    bench.optimizer.zero_grad(set_to_none=True)
+    with phase("forward"):
+        loss, _, log = criterion(bench.model, batch)
+    with phase("backward"):
+        loss.backward()
+    with phase("step"):
+        torch.nn.utils.clip_grad_norm_(bench.model.parameters(), CLIP_NORM)
+        bench.optimizer.step()
+    return log
+
+
+def alternating_order(pair: int) -> tuple[str, str]:
+    """mixer, xent then xent, mixer: neither method always runs on a warmer cache."""
+    return METHODS if pair % 2 == 0 else METHODS[::-1]
+
+
+# ---------------------------------------------------------------- 1. update cost
+
+
+def time_updates(bench: Bench, settings: Settings) -> dict:
+    """Median update time of each method, alternating the methods update by update."""
+    seconds: dict[str, list[float]] = {method: [] for method in METHODS}
+    sampled_tokens, target_tokens = [], []
+    for pair in range(settings.warmup_pairs + settings.timed_pairs):
+        batch = bench.batches[pair % len(bench.batches)]
+        for method in alternating_order(pair):
+            elapsed, log = timed(
+                bench.device, functools.partial(update, bench, method, batch, pair)
+            )
+            if pair < settings.warmup_pairs:
+                continue
+            seconds[method].append(elapsed)
+            if method == "mixer":
+                sampled_tokens.append(float(log["rl_tokens"]))
+                target_tokens.append(float(log["ntokens"]))
+    medians = {method: statistics.median(values) for method, values in seconds.items()}
+    return {
+        "mixer_ms": 1000 * medians["mixer"],
+        "xent_ms": 1000 * medians["xent"],
+        "ratio": medians["mixer"] / medians["xent"],
+        "mixer_ms_each": [round(1000 * value, 2) for value in seconds["mixer"]],
+        "xent_ms_each": [round(1000 * value, 2) for value in seconds["xent"]],
+        "sampled_tokens_per_update": statistics.mean(sampled_tokens),
+        "reference_tokens_per_update": statistics.mean(target_tokens),
+    }
+
+
+class PhaseClock:
+    """Wall time per named phase, summed over the updates it watches."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds[name] += time.perf_counter() - start
+
+    def wrap(self, name: str, function: Callable) -> Callable:
+        def watched(*args, **kwargs):
+            with self.phase(name):
+                return function(*args, **kwargs)
+
+        return watched
+
+
+MIXER_PHASES = {
+    "encoder": "encoder forward",
+    "sampling": "sampling loop (sample_after_prefix, no_grad)",
+    "teacher_forced": "teacher-forced pass (decoder_features_and_output)",
+    "reward": "reward (mixer_bleu)",
+    "rest_of_forward": "log-softmax, losses, baseline, logging",
+    "backward": "backward",
+    "step": "clipping + SGD step",
+}
+
+
+def watch_mixer_internals(bench: Bench, clock: PhaseClock) -> contextlib.ExitStack:
+    """Patches the criterion's helpers with timed wrappers (undone when the stack closes)."""
+    stack = contextlib.ExitStack()
+    criterion = bench.criteria["mixer"]
+    encoder = bench.model.encoder
+    targets = [
+        (encoder, "forward", "encoder"),
+        (mixer_criterion_module, "sample_after_prefix", "sampling"),
+        (mixer_criterion_module, "decoder_features_and_output", "teacher_forced"),
+        (criterion, "reward", "reward"),
+    ]
+    for owner, attribute, phase in targets:
+        original = getattr(owner, attribute)
+        stack.enter_context(mock.patch.object(owner, attribute, clock.wrap(phase, original)))
+    return stack
+
+
+def phase_breakdown(bench: Bench, settings: Settings) -> dict:
+    """Share of each phase in the summed time of a few watched MIXER updates."""
+    clock = PhaseClock(bench.device)
+    first_number = settings.warmup_pairs + settings.timed_pairs
+    with watch_mixer_internals(bench, clock):
+        for number in range(settings.phase_updates):
+            batch = bench.batches[number % len(bench.batches)]
+            update(bench, "mixer", batch, first_number + number, clock.phase)
+    seconds = dict(clock.seconds)
+    inner = ("encoder", "sampling", "teacher_forced", "reward")
+    seconds["rest_of_forward"] = seconds.pop("forward") - sum(seconds[name] for name in inner)
+    total = sum(seconds.values())
+    return {
+        name: {
+            "ms_per_update": 1000 * seconds[name] / settings.phase_updates,
+            "share": seconds[name] / total,
+        }
+        for name in MIXER_PHASES
+    }
+
+
+def profile_operators(bench: Bench, number: int, top: int = 12) -> list[dict]:
+    """torch.profiler's busiest operators, by self time, in one MIXER update.
+
+    The profiler's own cost inflates the many small operators of the sampling loop.
+    """
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if bench.device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    batch = bench.batches[number % len(bench.batches)]
+    with torch.profiler.profile(activities=activities) as profiler:
+        update(bench, "mixer", batch, number)
+    averages = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in averages)
+    return [
+        {"operator": event.key, "calls": event.count,
+         "self_cpu_ms": event.self_cpu_time_total / 1000,
+         "share": event.self_cpu_time_total / total}
+        for event in averages[:top]
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- 2. reward cost
+
+
+def sampled_like(target: torch.Tensor, dictionary, rng: random.Random) -> torch.Tensor:
+    """Hypotheses that look like a partly trained model's samples of these references.
+
+    Each reference word is kept with probability 0.7, else replaced by a random word, and the
+    length changes by -3..+3 words; every hypothesis ends with EOS and is right-padded.
+    """
+    pad, eos = dictionary.pad(), dictionary.eos()
+    words = range(dictionary.nspecial, len(dictionary))
+    rows = []
+    for reference in target.tolist():
+        reference = reference[: reference.index(eos)] if eos in reference else reference
+        hyp = [w if rng.random() < KEEP_PROBABILITY else rng.choice(words) for w in reference]
+        change = rng.randint(-MAX_LENGTH_CHANGE, MAX_LENGTH_CHANGE)
+        hyp = hyp[: max(1, len(hyp) + change)] + [rng.choice(words) for _ in range(change)]
+        rows.append(hyp + [eos])
+    width = max(len(row) for row in rows)
+    padded = [row + [pad] * (width - len(row)) for row in rows]
+    return torch.tensor(padded, dtype=target.dtype, device=target.device)
+
+
+def joined_ids(tokens: list[int], pad: int, eos: int) -> str:
+    """The ids before the first EOS or pad, joined by spaces (sacrebleu's input)."""
+    words = []
+    for token in tokens:
+        if token in (pad, eos):
+            break
+        words.append(str(token))
+    return " ".join(words)
+
+
+def sacrebleu_loop(hyps: torch.Tensor, refs: torch.Tensor, pad: int, eos: int) -> list[float]:
+    """sacrebleu's sentence BLEU, one Python call per sentence, as a loop-based reward would."""
+    return [
+        sacrebleu.sentence_bleu(
+            joined_ids(hyp, pad, eos), [joined_ids(ref, pad, eos)], tokenize="none"
+        ).score
+        / 100
+        for hyp, ref in zip(hyps.tolist(), refs.tolist(), strict=True)
+    ]
+
+
+def stack_padded(rows: list[torch.Tensor], pad: int) -> torch.Tensor:
+    """Right-padded [B_i, L_i] tensors stacked into one [sum B_i, max L_i] batch."""
+    width = max(row.size(1) for row in rows)
+    padded = [torch.nn.functional.pad(row, (0, width - row.size(1)), value=pad) for row in rows]
+    return torch.cat(padded)
+
+
+def reward_jobs(bench: Bench, hyps: torch.Tensor, refs: torch.Tensor) -> dict[str, Callable]:
+    """Each reward, called as the criterion calls it, and the sacrebleu loop, on one batch."""
+    dictionary = bench.task.target_dictionary
+    pad, eos, unk = dictionary.pad(), dictionary.eos(), dictionary.unk()
+    stage, unroll = bench.task.stage, bench.task.cfg.mixer_unroll_steps
+    start = teacher_forced_lengths(refs.ne(pad).sum(1), stage.s, unroll, "absolute", 0)
+    jobs: dict[str, Callable] = {
+        name: functools.partial(
+            get_reward(name, pad=pad, eos=eos, unk=unk), hyps, refs, start=start
+        )
+        for name in REWARDS
+    }
+    jobs["sacrebleu_loop"] = functools.partial(sacrebleu_loop, hyps, refs, pad, eos)
+    return jobs
+
+
+def time_calls(bench: Bench, pairs: list[tuple], rounds: int) -> dict[str, list[float]]:
+    """Seconds of every call, rotating the order of the scorers round by round."""
+    calls: dict[str, list[float]] = defaultdict(list)
+    jobs = [reward_jobs(bench, hyps, refs) for hyps, refs in pairs]
+    for round_number in range(rounds):
+        for batch_jobs in jobs:
+            names = list(batch_jobs)
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                calls[name].append(timed(bench.device, batch_jobs[name])[0])
+    return calls
+
+
+def time_rewards(bench: Bench, settings: Settings, mixer_update_ms: float) -> dict:
+    """Sentences per second of each reward and of the sacrebleu loop, on the same hypotheses.
+
+    Once on the update's batches, once on all of them stacked into one large batch: a
+    batched reward has a fixed cost per call that a large batch spreads thinner.
+    """
+    dictionary = bench.task.target_dictionary
+    rng = random.Random(SEED)
+    pairs = [(sampled_like(b["target"], dictionary, rng), b["target"]) for b in bench.batches]
+    stacked = tuple(stack_padded(list(side), dictionary.pad()) for side in zip(*pairs, strict=True))
+    rounds = settings.reward_rounds
+    sentences = rounds * sum(len(refs) for _, refs in pairs)
+    update_calls = time_calls(bench, pairs, rounds)
+    stacked_calls = time_calls(bench, [stacked], rounds)
+    speeds = {
+        size: {name: sentences / sum(seconds) for name, seconds in calls.items()}
+        for size, calls in (("update", update_calls), ("stacked", stacked_calls))
+    }
+    loop = speeds["update"]["sacrebleu_loop"]
+    figures: dict[str, Any] = {
+        "sacrebleu_loop": {"sentences_per_s": loop},
+        "update_batch_size": settings.batch_size,
+        "stacked_batch_size": len(stacked[1]),
+    }
+    for name in REWARDS:
+        call_ms = 1000 * statistics.median(update_calls[name])
+        figures[name] = {
+            "sentences_per_s": speeds["update"][name],
+            "speedup_vs_sacrebleu_loop": speeds["update"][name] / loop,
+            "stacked_sentences_per_s": speeds["stacked"][name],
+            "stacked_speedup_vs_sacrebleu_loop": speeds["stacked"][name] / loop,
+            "call_ms_on_update_batch": call_ms,
+            "share_of_mixer_update": call_ms / mixer_update_ms,
+        }
+    return figures
+
+
+# ---------------------------------------------------------------- 3. peak memory
+
+
+def reset_peak_rss() -> bool:
+    """Resets the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if it can't."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_bytes(resettable: bool) -> int:
+    if resettable:
+        status = Path("/proc/self/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def memory_method(device: str) -> str:
+    if device == "cuda":
+        return "torch.cuda.max_memory_allocated over the updates, minus the memory allocated before"
+    if Path("/proc/self/clear_refs").exists():
+        return (
+            "growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs) over "
+            "its RSS after building the model and loading the batches, one child per method"
+        )
+    return "growth of ru_maxrss over the updates, one child process per method"
+
+
+def peak_memory_of_updates(job: Job, method: str) -> float:
+    """Peak memory growth (bytes) of `memory_updates` updates; runs in a fresh child."""
+    prepare_process(job.threads)
+    bench = build_bench(job)
+    if job.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        resettable = reset_peak_rss()
+        before = peak_rss_bytes(resettable)
+    for number in range(job.settings.memory_updates):
+        update(bench, method, bench.batches[number % len(bench.batches)], number)
+    if job.device == "cuda":
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - before)
+    return float(peak_rss_bytes(resettable) - before)
+
+
+def start_memory_workers() -> multiprocessing.context.BaseContext:
+    """A fork server that imports torch and fairseq once, started now.
+
+    Every memory child is forked from it: a fresh heap that no earlier measurement touched,
+    without paying fairseq's import (about 10 s here) for each child. The modules are named
+    because Python 3.11's fork server does not preload "__main__" itself.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(FORK_SERVER_MODULES))
+    multiprocessing.forkserver.ensure_running()
+    return context
+
+
+def memory_child(connection, job: Job, method: str) -> None:
+    """Child entry point: sends the peak growth, or the error it met, to the parent."""
+    try:
+        connection.send(peak_memory_of_updates(job, method))
+    except Exception:  # the parent raises it, with this traceback
+        trace = traceback.format_exc()
+        connection.send(RuntimeError(f"memory child {job.arch}/{method}:\n{trace}"))
+    finally:
+        connection.close()
+
+
+def memory_in_child(context: multiprocessing.context.BaseContext, job: Job, method: str) -> float:
+    """Peak memory growth (bytes) of one method's updates, measured in a fresh child.
+
+    One child at a time, with the threads of the timed runs: two side by side would share
+    the cores and stall each other's thread pools.
+    """
+    receiver, sender = context.Pipe(duplex=False)
+    name = f"{job.arch}-{method}"
+    process = context.Process(target=memory_child, args=(sender, job, method), name=name)
+    process.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = RuntimeError(f"memory child {name} died")
+    process.join()
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def measure_memory(context: multiprocessing.context.BaseContext, jobs: dict[str, Job]) -> dict:
+    """Peak memory growth per architecture and method, each in its own child process."""
+    device = next(iter(jobs.values())).device
+    figures: dict[str, Any] = {"method": memory_method(device)}
+    for arch, job in jobs.items():
+        progress(f"peak memory, {arch}: one child process per method")
+        growth = {method: memory_in_child(context, job, method) for method in METHODS}
+        mixer, xent = growth["mixer"], growth["xent"]
+        figures[arch] = {
+            "mixer_mib": mixer / MIB,
+            "xent_mib": xent / MIB,
+            "ratio": mixer / xent if xent > 0 else float("inf"),
+        }
+    return figures
+
+
+# ---------------------------------------------------------------- 4. decoding
+
+
+def decode(bench: Bench, generator, batch: dict) -> tuple[float, int]:
+    """(seconds, tokens of the best hypotheses) of decoding one batch."""
+    elapsed, hypotheses = timed(
+        bench.device, lambda: bench.task.inference_step(generator, [bench.model], batch)
+    )
+    return elapsed, sum(len(best[0]["tokens"]) for best in hypotheses)
+
+
+def time_decoding(bench: Bench, data: Path, settings: Settings) -> dict:
+    """Sentences per second of greedy and beam-10 search, alternating batch by batch."""
+    split = decoding_split(data)
+    batches = load_batches(
+        bench.task, split, settings.decode_batch_size, settings.decode_batches, bench.device
+    )
+    beams = {"greedy": 1, f"beam{BEAM}": BEAM}
+    generators = {
+        name: bench.task.build_generator(
+            [bench.model],
+            Namespace(beam=beam, max_len_a=DECODE_MAX_LEN_A, max_len_b=DECODE_MAX_LEN_B),
+        )
+        for name, beam in beams.items()
+    }
+    seconds = dict.fromkeys(beams, 0.0)
+    tokens = dict.fromkeys(beams, 0)
+    bench.model.eval()
+    for number, batch in enumerate(batches):
+        order = list(beams) if number % 2 == 0 else list(beams)[::-1]
+        for name in order:
+            elapsed, hypothesis_tokens = decode(bench, generators[name], batch)
+            seconds[name] += elapsed
+            tokens[name] += hypothesis_tokens
+    bench.model.train()
+    sentences = sum(batch["nsentences"] for batch in batches)
+    figures: dict[str, Any] = {"split": split, "sentences": sentences}
+    for name in beams:
+        figures[name] = {
+            "sentences_per_s": sentences / seconds[name],
+            "mean_hypothesis_tokens": tokens[name] / sentences,
+        }
+    figures["greedy_speedup"] = seconds[f"beam{BEAM}"] / seconds["greedy"]
+    return figures
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure and the bound it should meet (at most `limit`, or at least it)."""
+
+    name: str
+    measured: float
+    limit: float
+    at_most: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.measured <= self.limit if self.at_most else self.measured >= self.limit
+
+    def bound(self, unit: str = "x", scale: float = 1.0) -> str:
+        return f"{'<=' if self.at_most else '>='} {self.limit * scale:g}{unit}"
+
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+
+def targets_of(results: dict, device: str) -> dict[str, Target]:
+    """Every target of issue 4, keyed by a short id."""
+    found = {}
+    for arch in ARCHS:
+        found[f"update_{arch}"] = Target(
+            f"MIXER/XENT update time, {arch}",
+            results["update"][arch]["ratio"],
+            UPDATE_RATIO_LIMIT[device],
+            at_most=True,
+        )
+        found[f"memory_{arch}"] = Target(
+            f"MIXER/XENT peak memory, {arch}",
+            results["memory"][arch]["ratio"],
+            MEMORY_RATIO_LIMIT,
+            at_most=True,
+        )
+    for name in REWARDS:
+        reward = results["reward"][name]
+        found[f"reward_speedup_{name}"] = Target(
+            f"{name} speed / sacrebleu loop",
+            reward["speedup_vs_sacrebleu_loop"],
+            REWARD_SPEEDUP_LIMIT,
+            at_most=False,
+        )
+        found[f"reward_share_{name}"] = Target(
+            f"{name} share of a MIXER update",
+            reward["share_of_mixer_update"],
+            REWARD_SHARE_LIMIT,
+            at_most=True,
+        )
+    found["decoding"] = Target(
+        f"greedy / beam {BEAM} decoding speed",
+        results["decoding"]["greedy_speedup"],
+        DECODE_SPEEDUP_LIMIT,
+        at_most=False,
+    )
+    return found
+
+
+Row = tuple[str, str, str, str]
+
+
+def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
+    rows = []
+    for arch in ARCHS:
+        figures, target = results["update"][arch], targets[f"update_{arch}"]
+        measured = (
+            f"{figures['mixer_ms']:.1f} / {figures['xent_ms']:.1f} ms = {target.measured:.2f}x"
+        )
+        rows.append((f"update, {arch}: MIXER / XENT", measured, target.bound(), target.verdict()))
+    lstm = results["update"]["lstm"]
+    tokens = f"{lstm['sampled_tokens_per_update']:.0f} / {lstm['reference_tokens_per_update']:.0f}"
+    rows.append(("  LSTM: sampled / reference tokens per MIXER update", tokens, "", ""))
+    for name, label in MIXER_PHASES.items():
+        phase = results["phases"][name]
+        measured = f"{phase['ms_per_update']:.1f} ms ({100 * phase['share']:.0f}%)"
+        rows.append((f"  LSTM MIXER update: {label}", measured, "", ""))
+    return rows
+
+
+def reward_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
+    rewards = results["reward"]
+    loop = rewards["sacrebleu_loop"]["sentences_per_s"]
+    batch, stacked = rewards["update_batch_size"], rewards["stacked_batch_size"]
+    rows = [("reward: sacrebleu.sentence_bleu loop", f"{loop:,.0f} sent/s", "", "")]
+    mixer_ms = results["update"]["lstm"]["mixer_ms"]
+    for name in REWARDS:
+        reward = rewards[name]
+        speed, share = targets[f"reward_speedup_{name}"], targets[f"reward_share_{name}"]
+        rows.append((
+            f"reward: {name} speed, batches of {batch}",
+            f"{reward['sentences_per_s']:,.0f} sent/s = {speed.measured:.1f}x loop",
+            speed.bound(), speed.verdict(),
+        ))  # fmt: skip
+        rows.append((
+            f"  {name} speed, one batch of {stacked}",
+            f"{reward['stacked_sentences_per_s']:,.0f} sent/s "
+            f"= {reward['stacked_speedup_vs_sacrebleu_loop']:.1f}x loop",
+            "", "",
+        ))  # fmt: skip
+        rows.append((
+            f"  {name} share of an LSTM MIXER update",
+            f"{reward['call_ms_on_update_batch']:.2f} / {mixer_ms:.1f} ms "
+            f"= {100 * share.measured:.2f}%",
+            share.bound("%", 100), share.verdict(),
+        ))  # fmt: skip
+    return rows
+
+
+def memory_and_decoding_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
+    rows = []
+    for arch in ARCHS:
+        memory, target = results["memory"][arch], targets[f"memory_{arch}"]
+        measured = (
+            f"{memory['mixer_mib']:.1f} / {memory['xent_mib']:.1f} MiB = {target.measured:.2f}x"
+        )
+        rows.append(
+            (f"peak memory, {arch}: MIXER / XENT", measured, target.bound(), target.verdict())
+        )
+    decoding, target = results["decoding"], targets["decoding"]
+    greedy, beam = decoding["greedy"], decoding[f"beam{BEAM}"]
+    measured = (
+        f"{greedy['sentences_per_s']:.0f} / {beam['sentences_per_s']:.0f} sent/s "
+        f"= {target.measured:.1f}x"
+    )
+    rows.append(
+        (f"decoding, LSTM: greedy / beam {BEAM}", measured, target.bound(), target.verdict())
+    )
+    lengths = f"{greedy['mean_hypothesis_tokens']:.1f} / {beam['mean_hypothesis_tokens']:.1f}"
+    rows.append(("  mean hypothesis tokens: greedy / beam", lengths, "", ""))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    header: Row = ("figure", "measured", "target", "result")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(4)]
+    lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mode": settings.mode,
+        "device": args.device,
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "fairseq": fairseq.__version__,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "data": data,
+        "settings": asdict(settings),
+        "models": ARCH_LABELS,
+        "mixer_flags": " ".join(MIXER_FLAGS),
+        "xent_flags": " ".join(XENT_FLAGS),
+        "optimizer": f"SGD lr {LEARNING_RATE}, gradient norm clipped at {CLIP_NORM}",
+        "decoding": f"max_len_a {DECODE_MAX_LEN_A}, max_len_b {DECODE_MAX_LEN_B}",
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def measure(args: argparse.Namespace, settings: Settings, data: Path, memory_context) -> dict:
+    """All four measurements; memory first, so its children never overlap a timing."""
+    jobs = {arch: make_job(data, arch, settings, args.device, args.threads) for arch in ARCHS}
+    memory = measure_memory(memory_context, jobs)
+    prepare_process(args.threads)
+    benches = {arch: build_bench(job) for arch, job in jobs.items()}
+    updates = {}
+    for arch, bench in benches.items():
+        progress(f"update times, {arch}")
+        updates[arch] = time_updates(bench, settings)
+    lstm = benches["lstm"]
+    progress("phases of a MIXER update, rewards, decoding")
+    return {
+        "update": updates,
+        "phases": phase_breakdown(lstm, settings),
+        "profile": profile_operators(lstm, settings.warmup_pairs + settings.timed_pairs),
+        "reward": time_rewards(lstm, settings, updates["lstm"]["mixer_ms"]),
+        "memory": memory,
+        "decoding": time_decoding(lstm, data, settings),
+    }
+
+
+def prepare_data(args: argparse.Namespace, settings: Settings, scratch: Path):
+    """(data folder, label, memory-worker context); the fork server starts while data is made."""
+    if args.data is not None:
+        return args.data, str(args.data), start_memory_workers()
+    progress("making synthetic data")
+    maker = start_synthetic_data(scratch, settings.synthetic_sizes)
+    memory_context = start_memory_workers()
+    data = finish_synthetic_data(maker, scratch)
+    train, valid, test = settings.synthetic_sizes
+    label = f"synthetic (data_prep.synthetic --train {train} --valid {valid} --test {test})"
+    return data, label, memory_context
+
+
+def run(args: argparse.Namespace) -> tuple[dict, dict[str, Target]]:
+    settings = QUICK if args.quick else FULL
+    prepare_process(args.threads)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mixer-bench-") as scratch:
+        data, label, memory_context = prepare_data(args, settings, Path(scratch))
+        results = measure(args, settings, data, memory_context)
+    results["environment"] = environment(args, settings, label)
+    results["environment"]["load_average_1min"] = {
+        "start": load_before[0],
+        "end": os.getloadavg()[0],
+    }
+    targets = targets_of(results, args.device)
+    results["targets"] = {key: {**asdict(t), "passed": t.passed} for key, t in targets.items()}
+    return results, targets
+
+
+def busy_machine(load: dict[str, float], threads: int) -> bool:
+    """True when other work used the cores this run wanted (the end value includes this run)."""
+    cores = os.cpu_count() or 1
+    return load["start"] > cores - threads + 0.5 or load["end"] > cores + 0.5
+
+
+def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) -> None:
+    """The table, the verdict count, the time taken and, last, the LSTM update-time ratio."""
+    rows = update_rows(results, targets) + reward_rows(results, targets)
+    rows += memory_and_decoding_rows(results, targets)
+    print(format_table(rows))
+    print(f"memory: {results['memory']['method']}")
+    passed = sum(target.passed for target in targets.values())
+    print(f"targets: {passed} of {len(targets)} pass")
+    environment = results["environment"]
+    print(
+        f"{environment['mode']} mode on {args.device}, {args.threads} threads, load average "
+        f"{environment['load_average_1min']['start']:.1f} -> "
+        f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
+        f"(after imports); results in {args.json}"
+    )
+    if busy_machine(environment["load_average_1min"], args.threads):
+        advice = "a quiet machine is steadier" + (", or --threads 1" if args.threads > 1 else "")
+        print(
+            f"warning: other work shared the cores during the run, so timings are noisy ({advice})"
+        )
+    print(f"mixer/xent update time ratio: {results['update']['lstm']['ratio']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    results, targets = run(args)
+    results["seconds"] = time.perf_counter() - started
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    report(results, targets, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
