@@ -12,6 +12,11 @@ _ABSTRACT_EXTRACT_FEATURES = (
 )
 
 
+def has_feature_api(decoder: nn.Module) -> bool:
+    """Whether `decoder` implements extract_features() and output_layer() (lstm, transformer)."""
+    return type(decoder).extract_features not in _ABSTRACT_EXTRACT_FEATURES
+
+
 def output_projection(decoder: nn.Module) -> nn.Linear:
     """The last Linear layer of `decoder` whose outputs cover the target vocabulary."""
     vocab = len(decoder.dictionary)
@@ -30,7 +35,7 @@ def decoder_features_and_output(decoder: nn.Module, prev_output_tokens, encoder_
     Decoders that implement extract_features()/output_layer() (transformer, lstm) are called
     through them; others (fconv) run whole while a hook reads the projection's input.
     """
-    if type(decoder).extract_features not in _ABSTRACT_EXTRACT_FEATURES:
+    if has_feature_api(decoder):
         features, extra = decoder.extract_features(prev_output_tokens, encoder_out=encoder_out)
         return features, (decoder.output_layer(features), extra)
     captured: list[torch.Tensor] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fairseq_mixer.decoder_features import has_feature_api
+
 
 def inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One multinomial draw per row of `probs` [B, V] (rows need not sum to one).
@@ -21,6 +23,21 @@ def shift_right(tokens: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
     """Decoder input for teacher forcing on `tokens`: EOS (fairseq's BOS) then tokens[:-1]."""
     prev = torch.cat([tokens.new_full((tokens.size(0), 1), eos), tokens[:, :-1]], dim=1)
     return prev.masked_fill(tokens.eq(pad), pad)
+
+
+def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: dict):
+    """Advance the decoder by one token; return a function giving the logits of chosen rows.
+
+    Rows still in their reference prefix, or finished, need no output projection: where the
+    decoder exposes extract_features()/output_layer() only the rows that draw are projected.
+    """
+    if has_feature_api(decoder):
+        features, _ = decoder.extract_features(
+            tokens, encoder_out=encoder_out, incremental_state=incremental_state
+        )
+        return lambda rows: decoder.output_layer(features[rows, -1:, :])
+    logits, _ = decoder(tokens, encoder_out=encoder_out, incremental_state=incremental_state)
+    return lambda rows: logits[rows, -1:, :]
 
 
 @torch.no_grad()
@@ -41,7 +58,6 @@ def sample_after_prefix(
     reference length is copied whole. The decoder runs incrementally over one batch with the
     encoder output computed once by the caller; positions after a sampled EOS are padding.
     """
-    decoder = model.decoder
     ref_lengths = reference.ne(pad).sum(1)
     sampled = prefix_lengths < ref_lengths
     lengths = torch.where(sampled, torch.maximum(max_lengths, prefix_lengths + 1), ref_lengths)
@@ -57,23 +73,22 @@ def sample_after_prefix(
     if not bool(sampled.any()):
         return tokens[:, 1:]
 
-    first_draw = int(prefix_lengths[sampled].min())
     active = sampled.clone()
     incremental_state: dict = {}
     for step in range(width):
-        decoder_out = decoder(
-            tokens[:, : step + 1], encoder_out, incremental_state=incremental_state
+        logits_of = decoder_step(
+            model.decoder, tokens[:, : step + 1], encoder_out, incremental_state
         )
-        if step < first_draw:
+        rows = (active & (prefix_lengths <= step)).nonzero().squeeze(1)
+        if rows.numel() == 0:
             continue
-        last = (decoder_out[0][:, -1:, :], *decoder_out[1:])
-        probs = model.get_normalized_probs(last, log_probs=False)[:, -1, :].float()
+        probs = model.get_normalized_probs((logits_of(rows), None), log_probs=False)
+        probs = probs[:, -1, :].float()
         probs[:, pad] = 0.0
         draws = inverse_cdf_draw(probs, generator)
-        writing = active & (prefix_lengths <= step)
-        tokens[:, step + 1] = torch.where(writing, draws, tokens[:, step + 1])
-        done = writing & (draws.eq(eos) | (lengths <= step + 1))
-        active &= ~done
+        tokens[rows, step + 1] = draws
+        done = draws.eq(eos) | (lengths[rows] <= step + 1)
+        active[rows[done]] = False
         if not bool(active.any()):
             break
     hyps = tokens[:, 1:]

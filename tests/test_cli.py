@@ -1,5 +1,6 @@
 """End to end through fairseq's command-line tools: XENT, MIXER from it, resume, generate."""
 
+import re
 import subprocess
 import sys
 
@@ -172,6 +173,8 @@ def test_validation_bleu_and_rouge_and_a_schedule_counted_in_updates(synthetic_b
     valid = log_records(proc, "valid")[0]
     for metric in ("bleu", "rouge1", "rouge2", "rougeL"):
         assert 0.0 <= float(valid[metric]) <= 100.0, valid
-    assert "best_rouge2" in valid
+    saved = re.search(r"Saved checkpoint \S+ \(epoch 1 @ 6 updates, score ([\d.]+)\)", proc.stdout)
+    assert saved and float(saved.group(1)) == float(valid["rouge2"])
+    assert (tmp_path / "checkpoint_best.pt").exists()
     stage = torch.load(tmp_path / "checkpoint_last.pt")["task_state"]["mixer_stage"]
     assert stage == {"index": 2, "s": 2, "xent_weight": 0.5}

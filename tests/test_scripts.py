@@ -1,0 +1,335 @@
+"""scripts/evaluate.py, scripts/plot.py and scripts/run_recipe.py: their parsing, scoring,
+plotting and step-skipping logic, and one end-to-end run of the tiny recipe."""
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+from conftest import REPO
+
+SCRIPTS = REPO / "scripts"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate = load_script("evaluate")
+plot = load_script("plot")
+run_recipe = load_script("run_recipe")
+
+# What fairseq-generate prints (stdout, then its log on stderr), sentences out of id order.
+GENERATE_OUTPUT = """\
+S-2\tein hund läuft .
+T-2\ta dog runs .
+H-2\t-0.31\ta dog is running .
+D-2\t-0.31\ta dog is running .
+P-2\t-0.1 -0.2 -0.3 -0.4 -0.5 -0.6
+S-0\tzwei männer .
+T-0\ttwo <<unk>> .
+H-0\t-0.52\ttwo men .
+D-0\t-0.52\ttwo men .
+P-0\t-0.1 -0.2 -0.3 -0.4
+S-1\tleer
+T-1\tnothing here
+H-1\t-1.2\t
+D-1\t-1.2\t
+P-1\t-0.1
+Generate test with beam=5: BLEU4 = 10.00, 50.0/20.0/10.0/5.0 (BP=1.000, ratio=1.0)
+INFO:fairseq_cli.generate:NOTE: hypothesis and token scores are output in base 2
+INFO:fairseq_cli.generate:Translated 3 sentences (12 tokens) in 0.1s (25.61 sentences/s, \
+102.44 tokens/s)
+"""
+REFERENCES = ["two men stand .", "nothing here", "a dog is running ."]
+
+
+# ---------------------------------------------------------------------- evaluate.py
+
+
+def test_generate_output_is_put_back_in_sentence_id_order():
+    generation = evaluate.parse_generate_output(GENERATE_OUTPUT)
+    assert generation.hypotheses == ["two men .", "", "a dog is running ."]
+    assert generation.references == ["two <<unk>> .", "nothing here", "a dog runs ."]
+    assert (generation.sentences, generation.tokens) == (3, 12)
+    assert generation.sentences_per_s == pytest.approx(25.61)
+
+
+def test_speed_line_with_thousands_separators():
+    lines = [f"H-{i}\t-1.0\tword" for i in range(1234)]
+    speed = "Translated 1,234 sentences (5,678 tokens) in 2.5s (493.60 sentences/s, 9.0 tokens/s)"
+    generation = evaluate.parse_generate_output("\n".join([*lines, speed]))
+    assert (generation.sentences, generation.tokens) == (1234, 5678)
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        (GENERATE_OUTPUT.replace("H-2\t-0.31\ta dog is running .\n", ""), "printed 2 H- lines"),
+        (GENERATE_OUTPUT.replace("H-0", "H-7"), "miss sentence ids [0]"),
+        (GENERATE_OUTPUT.replace("Translated", "Done"), "no 'Translated N sentences'"),
+    ],
+)
+def test_incomplete_generate_output_is_an_error(output, message):
+    with pytest.raises(evaluate.EvaluationError, match=message.replace("[", r"\[")):
+        evaluate.parse_generate_output(output)
+
+
+def test_bleu_is_sacrebleu_with_13a_on_the_restored_order():
+    hypotheses = evaluate.parse_generate_output(GENERATE_OUTPUT).hypotheses
+    scores = evaluate.score("bleu", hypotheses, REFERENCES, "13a")
+    expected = sacrebleu.corpus_bleu(hypotheses, [REFERENCES])
+    assert scores["bleu"] == pytest.approx(expected.score)
+    assert scores["bleu"] > 0
+    assert "tok:13a" in scores["signature"] and "nrefs:1" in scores["signature"]
+
+
+def test_rouge_keeps_tokenised_text_and_averages_sentences():
+    scores = evaluate.score("rouge", ["a b c", ", ."], ["a b d", ", ."], "13a")
+    # sentence 1: unigram F 2/3, bigram F 1/2, LCS F 2/3; sentence 2 (punctuation only): 1.
+    assert scores["rouge1"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+    assert scores["rouge2"] == pytest.approx(100 * (1 / 2 + 1) / 2)
+    assert scores["rougeL"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+
+
+def test_sentencepiece_hypotheses_are_decoded(tmp_path):
+    import sentencepiece
+
+    (tmp_path / "train.txt").write_text("a dog runs .\ntwo men stand .\n" * 20)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(tmp_path / "train.txt"), model_prefix=str(tmp_path / "spm"),
+        model_type="char", vocab_size=20, hard_vocab_limit=False, minloglevel=2,
+    )  # fmt: skip
+    model = tmp_path / "spm.model"
+    pieces = " ".join(sentencepiece.SentencePieceProcessor(model_file=str(model)).encode(
+        "two dogs run .", out_type=str))  # fmt: skip
+    assert evaluate.sentencepiece_decoder(model)(pieces) == "two dogs run ."
+    assert evaluate.sentencepiece_decoder(None)(pieces) == pieces
+
+
+def test_hypothesis_and_reference_counts_must_match():
+    with pytest.raises(evaluate.EvaluationError, match="2 hypotheses but 3 references"):
+        evaluate.score("bleu", ["a", "b"], ["a", "b", "c"], "13a")
+
+
+def test_rows_are_merged_by_key_and_tabulated(tmp_path):
+    def row(name, beam, bleu):
+        return {
+            "name": name, "checkpoint": f"/w/{name}/checkpoint_best.pt", "gen_subset": "test",
+            "beam": beam, "metric": "bleu", "bleu": bleu, "signature": "tok:13a",
+            "references": "ref.en", "sentences_per_s": 10.0,
+        }  # fmt: skip
+
+    path = tmp_path / "results.json"
+    evaluate.write_rows(path, [row("XENT", 1, 10.0), row("XENT", 5, 11.0)])
+    merged = evaluate.merge_rows(evaluate.load_rows(path), [row("XENT", 5, 12.0)])
+    assert [(r["beam"], r["bleu"]) for r in merged] == [(1, 10.0), (5, 12.0)]
+    table = evaluate.markdown_table(merged)
+    assert "| XENT | test | 5 | 12.00 | 10.0 |" in table
+    assert "`tok:13a`" in table
+
+
+def test_missing_checkpoint_is_reported_before_running_anything(tmp_path, capsys):
+    data = tmp_path / "bin"
+    data.mkdir()
+    (data / "dict.en.txt").write_text("a 1\n")
+    with pytest.raises(SystemExit, match="--checkpoint .*nope.pt: no such file"):
+        evaluate.main(["--data", str(data), "--checkpoint", str(tmp_path / "nope.pt")])
+    with pytest.raises(SystemExit, match="no binarised data folder"):
+        evaluate.main(["--data", str(tmp_path), "--checkpoint", str(tmp_path / "nope.pt")])
+
+
+def test_generate_failure_shows_its_last_lines():
+    failing = [sys.executable, "-c", "import sys; print('line one'); sys.exit('it broke')"]
+    with pytest.raises(evaluate.EvaluationError, match=r"(?s)exit 1.*line one.*it broke"):
+        evaluate.run_generate(failing)
+
+
+# ---------------------------------------------------------------------- plot.py
+
+
+def log_line(kind: str, record: dict) -> str:
+    return f"2026-01-01 00:00:00 | INFO | {kind} | {json.dumps(record)}\n"
+
+
+def write_training_log(path: Path) -> None:
+    lines = ["2026-01-01 00:00:00 | INFO | fairseq_cli.train | training starts\n"]
+    update = 0
+    for epoch, s in enumerate((21, 17, 13), start=1):
+        for _ in range(4):
+            update += 1
+            lines.append(
+                log_line(
+                    "train_inner",
+                    {
+                        "epoch": epoch,
+                        "update": epoch - 1 + update / 12,
+                        "loss": "1.5",
+                        "reward": f"{0.2 + update / 100}",
+                        "baseline_mse": f"{0.1 / update}",
+                        "mixer_s": str(s),
+                        "num_updates": str(update),
+                        "gnorm": None,
+                    },
+                )  # fmt: skip
+            )
+        valid = {"epoch": epoch, "valid_loss": "4.0", "valid_bleu": f"{10 + epoch}",
+                 "valid_num_updates": str(update)}  # fmt: skip
+        lines.append(log_line("valid", valid))
+        lines.append(log_line("train", {"epoch": epoch, "train_num_updates": str(update)}))
+    # a resumed run logs epoch 3 again: the last record of an update wins
+    lines.append(log_line("valid", {**valid, "valid_bleu": "20"}))
+    path.write_text("".join(lines))
+
+
+def test_training_log_is_read_by_update_with_stage_starts(tmp_path):
+    write_training_log(tmp_path / "mixer.log")
+    log = plot.read_training_log(tmp_path / "mixer.log", "MIXER")
+    assert [r["num_updates"] for r in log.train] == list(range(1, 13))
+    assert [r["bleu"] for r in log.valid] == [11.0, 12.0, 20.0]
+    assert plot.stage_starts(log.train) == [(1, 21), (5, 17), (9, 13)]
+    assert plot.validation_metric([log]) == "bleu"
+
+
+def test_bare_json_lines_of_log_file_are_classified():
+    inner = plot.parse_log_line('{"epoch": 1, "update": 0.5, "num_updates": "3", "reward": null}')
+    assert inner == ("train_inner", {"epoch": 1, "update": 0.5, "num_updates": "3", "reward": None})
+    valid = plot.parse_log_line('{"epoch": 1, "valid_rouge2": "9.5", "valid_num_updates": "3"}')
+    assert valid == ("valid", {"epoch": 1, "rouge2": "9.5", "num_updates": "3"})
+    assert plot.parse_log_line('{"epoch": 1, "train_loss": "2.0"}') is None
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_writes_training_curves_and_beam_figure(tmp_path):
+    write_training_log(tmp_path / "mixer.log")
+    xent_log = tmp_path / "xent_more.log"
+    xent_log.write_text(log_line("valid", {"valid_bleu": "12", "valid_num_updates": "4"}))
+    logs = ["--log", str(tmp_path / "mixer.log"), "--log", str(xent_log)]
+    plot.main([*logs, "--label", "MIXER", "--label", "XENT", "--out", str(tmp_path / "curves.png")])
+    assert is_png(tmp_path / "curves.png")
+    rows = [
+        {"name": name, "gen_subset": subset, "beam": beam, "bleu": 10 + beam + len(name)}
+        for name in ("XENT", "MIXER") for subset in ("test", "test1") for beam in (1, 5, 10)
+    ]  # fmt: skip
+    evaluate.write_rows(tmp_path / "results.json", rows)
+    plot.main(["--beam-json", str(tmp_path / "results.json"), "--out", str(tmp_path / "b.png")])
+    assert is_png(tmp_path / "b.png")
+
+
+# ---------------------------------------------------------------------- run_recipe.py
+
+
+def fake_recipe(tmp_path: Path) -> Path:
+    """A recipe whose data step makes the bin folder and counts its runs, trains nothing."""
+    make_bin = (
+        "import pathlib; b = pathlib.Path('{workdir}/data/bin'); b.mkdir(parents=True, "
+        "exist_ok=True); c = b / 'runs'; c.write_text(str(int(c.read_text() or 0) + 1) "
+        "if c.exists() else '1')"
+    )
+    recipe = {
+        "data": {"command": ["-c", make_bin], "bin": "{workdir}/data/bin"},
+        "train": ["--optimizer", "adam"], "model": ["--arch", "lstm"],
+        "xent": ["--max-epoch", "2"], "mixer": ["--max-epoch", "1"],
+        "xent_more": ["--max-epoch", "1"],
+        "evaluate": {"checkpoint": "checkpoint_last.pt", "beams": [1]},
+    }  # fmt: skip
+    path = tmp_path / "fake.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_a_finished_step_is_skipped(tmp_path):
+    recipe_path, workdir = fake_recipe(tmp_path), tmp_path / "work"
+    for _ in range(2):
+        run_recipe.main([str(recipe_path), "--workdir", str(workdir), "--steps", "data"])
+    assert (workdir / "data" / "bin" / "runs").read_text() == "1"
+    assert (workdir / "data.log").read_text().count("=== run_recipe") == 1
+
+
+def test_training_steps_skip_on_marker_and_checkpoint(tmp_path, capsys):
+    workdir = tmp_path / "work"
+    recipe = run_recipe.load_recipe(fake_recipe(tmp_path), workdir)
+    command = [run_recipe.train_command(recipe, "xent", workdir, cpu=False)]
+    assert not run_recipe.should_skip(recipe, "xent", command, workdir)
+    (workdir / "xent").mkdir(parents=True)
+    (workdir / "xent" / "checkpoint_last.pt").write_bytes(b"")
+    # interrupted: a checkpoint but no marker, so it runs again and fairseq resumes
+    assert not run_recipe.should_skip(recipe, "xent", command, workdir)
+    run_recipe.write_marker(workdir, "xent", command, seconds=1.0)
+    assert run_recipe.should_skip(recipe, "xent", command, workdir)
+    changed = [[*command[0], "--lr", "1"]]
+    assert run_recipe.should_skip(recipe, "xent", changed, workdir)
+    assert "the recipe changed since this step ran" in capsys.readouterr().out
+
+
+def test_evaluation_is_redone_when_a_checkpoint_is_newer(tmp_path):
+    workdir = tmp_path / "work"
+    recipe = run_recipe.load_recipe(fake_recipe(tmp_path), workdir)
+    (workdir / "xent").mkdir(parents=True)
+    checkpoint = workdir / "xent" / "checkpoint_last.pt"
+    checkpoint.write_bytes(b"")
+    run_recipe.write_marker(workdir, "xent", [], seconds=1.0)
+    commands = run_recipe.evaluate_commands(recipe, workdir, cpu=False)
+    assert "--reference-text" not in commands[0] and "XENT" in commands[0]
+    for name in ("results.json", "results.md"):
+        (workdir / name).write_text("")
+    run_recipe.write_marker(workdir, "evaluate", commands, seconds=1.0)
+    assert run_recipe.should_skip(recipe, "evaluate", commands, workdir)
+    marker_time = run_recipe.marker_path(workdir, "evaluate").stat().st_mtime
+    os.utime(checkpoint, (marker_time + 10, marker_time + 10))
+    assert not run_recipe.should_skip(recipe, "evaluate", commands, workdir)
+
+
+def test_recipe_errors(tmp_path):
+    recipe = json.loads(fake_recipe(tmp_path).read_text())
+    recipe["xent_more"] = ["--max-epoch", "3"]
+    (tmp_path / "unfair.json").write_text(json.dumps(recipe))
+    with pytest.raises(run_recipe.RecipeError, match="--max-epoch is 1 for mixer but 3"):
+        run_recipe.load_recipe(tmp_path / "unfair.json", tmp_path)
+    with pytest.raises(run_recipe.RecipeError, match="unknown steps"):
+        run_recipe.parse_steps("data,train")
+    with pytest.raises(SystemExit, match="run the xent step to the end first"):
+        run_recipe.main([str(fake_recipe(tmp_path)), "--workdir", str(tmp_path / "w"),
+                         "--steps", "data,mixer"])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["multi30k", "gigaword", "demo_tiny"])
+def test_shipped_recipes_load(name, tmp_path):
+    recipe = run_recipe.load_recipe(SCRIPTS / "recipes" / f"{name}.json", tmp_path)
+    assert str(tmp_path) in recipe["data"]["bin"]
+    for step in run_recipe.TRAIN_STEPS:
+        assert "--max-epoch" in run_recipe.train_command(recipe, step, tmp_path, cpu=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (Path(sys.executable).parent / "fairseq-train").exists(),
+    reason="fairseq-train is not installed next to this interpreter",
+)
+def test_demo_tiny_recipe_end_to_end(tmp_path, monkeypatch):
+    """The tiny recipe through the real CLIs (about 40 s on 2 cores): data, XENT, MIXER with
+    validation BLEU, and evaluation of both checkpoints; beam 1 only, to keep it short."""
+    recipe = json.loads((SCRIPTS / "recipes" / "demo_tiny.json").read_text())
+    recipe["evaluate"]["beams"] = [1]
+    (tmp_path / "tiny.json").write_text(json.dumps(recipe))
+    workdir = tmp_path / "work"
+    args = [str(tmp_path / "tiny.json"), "--workdir", str(workdir), "--cpu"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: a second thread only contends
+    run_recipe.main([*args, "--steps", "data,xent,mixer,evaluate"])
+    rows = evaluate.load_rows(workdir / "results.json")
+    assert [(r["name"], r["beam"], r["sentences"]) for r in rows] == [
+        ("XENT", 1, 40),
+        ("MIXER", 1, 40),
+    ]
+    assert "| MIXER | test | 1 |" in (workdir / "results.md").read_text()
+    assert '"mixer_s"' in (workdir / "mixer.log").read_text()
