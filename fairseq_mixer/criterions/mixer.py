@@ -131,13 +131,17 @@ class MixerCriterion(FairseqCriterion):
 
     @classmethod
     def build_criterion(cls, cfg: MixerCriterionConfig, task):
-        feature_dim = getattr(task, "decoder_feature_dim", None)
-        if feature_dim is None:
+        if not hasattr(task, "decoder_feature_dim"):
             raise ValueError(
-                "--criterion mixer needs --task mixer (it owns the MIXER schedule) and a "
-                f"model built by it; got task {type(task).__name__}"
+                "--criterion mixer needs --task mixer (it owns the MIXER schedule); "
+                f"got task {type(task).__name__}"
             )
-        return cls(task, cfg, feature_dim)
+        if task.decoder_feature_dim is None:
+            raise ValueError(
+                "--criterion mixer could not read the decoder feature that feeds the output "
+                "projection of this model (see the warning above); the baseline needs it"
+            )
+        return cls(task, cfg, task.decoder_feature_dim)
 
     def set_mixer_stage(self, stage: MixerStage, num_updates: int) -> None:
         self.stage = stage
