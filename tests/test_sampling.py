@@ -1,8 +1,10 @@
 """Sampling continuations: the draw, the prefix, EOS and padding."""
 
+import pytest
 import torch
 from harness import ARCHS, build, first_batch
 
+from fairseq_mixer import sampling
 from fairseq_mixer.sampling import inverse_cdf_draw, sample_after_prefix, shift_right
 
 
@@ -51,3 +53,29 @@ def test_samples_start_right_after_the_prefix_and_stop_at_eos(synthetic_bin):
         model, encoder_out, target, prefix, max_lengths, torch.Generator().manual_seed(1), pad, eos
     )
     assert torch.equal(hyps, again)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer", "fconv", "mixer_paper"])
+def test_dropping_finished_rows_changes_no_draw(synthetic_bin, arch, monkeypatch):
+    """Sentences leave the decoding batch as they finish; the draws stay those of the full one."""
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    ref_lengths = target.ne(pad).sum(1)
+    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
+    prefix[::5] = ref_lengths[::5]  # copied whole: never in the decoding batch
+    max_lengths = prefix + 1 + torch.arange(len(ref_lengths)) % 7  # rows finish at many steps
+    model.eval()
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+
+    def draw(share: float) -> torch.Tensor:
+        monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", share)
+        generator = torch.Generator().manual_seed(3)
+        args = (target, prefix, max_lengths, generator, pad, eos)
+        return sample_after_prefix(model, encoder_out, *args)
+
+    shrinking, full = draw(0.75), draw(0.0)
+    assert torch.equal(shrinking, full)
+    assert shrinking.ne(pad).sum(1).unique().numel() > 3

@@ -20,6 +20,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from fairseq_mixer.decoder_features import check_incremental_decoder, decoder_feature_dim
+from fairseq_mixer.greedy_generator import build_greedy_generator
 from fairseq_mixer.schedule import PLACEMENTS, MixerStage, check_schedule_options, mixer_stage
 from fairseq_mixer.validation_rouge import ROUGE_TYPES, rouge_sums
 
@@ -67,6 +68,14 @@ class MixerConfig(TranslationConfig):
     eval_rouge: bool = field(
         default=False,
         metadata={"help": "validation ROUGE-1/2/L F-measure (rouge-score) of greedy decodes"},
+    )
+    mixer_stock_generator: bool = field(
+        default=False,
+        metadata={
+            "help": "decode beam 1 with fairseq's SequenceGenerator too; by default beam 1 "
+            "(fairseq-generate, validation BLEU/ROUGE) uses a greedy decoder that gives the "
+            "same output faster"
+        },
     )
 
 
@@ -129,6 +138,29 @@ class MixerTask(TranslationTask):
             self.sequence_generator = self.build_generator([model], Namespace(**gen_args))
         self._model = model
         return model
+
+    def build_generator(
+        self,
+        models,
+        args,
+        seq_gen_cls=None,
+        extra_gen_cls_kwargs=None,
+        prefix_allowed_tokens_fn=None,
+    ):
+        if not getattr(self.cfg, "mixer_stock_generator", False):
+            greedy = build_greedy_generator(
+                models,
+                self.target_dictionary,
+                args,
+                seq_gen_cls,
+                extra_gen_cls_kwargs,
+                prefix_allowed_tokens_fn,
+            )
+            if greedy is not None:
+                return greedy
+        return super().build_generator(
+            models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn
+        )
 
     def build_criterion(self, cfg):
         self.trains_with_mixer = getattr(cfg, "_name", None) == "mixer"
