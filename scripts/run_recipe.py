@@ -1,7 +1,11 @@
 """Run an experiment recipe end to end: data, XENT, MIXER, the XENT control, evaluation, plots.
 
     python scripts/run_recipe.py scripts/recipes/multi30k.json --workdir work/multi30k \\
-        [--steps data,xent,mixer,xent_more,evaluate,plot] [--cpu]
+        [--steps data,xent,mixer,xent_more,evaluate,plot] [--cpu] [--share-xent-from WORKDIR]
+
+With --share-xent-from, the data and XENT steps are those of another workdir (linked, after
+checking that they ran with this recipe's settings): a recipe that only changes the MIXER
+settings, like recipes/multi30k_long.json, then starts from the very same XENT model.
 
 A recipe is a JSON object (``{workdir}`` in any string is replaced by the absolute --workdir;
 relative paths are relative to the repository root, where every command runs):
@@ -331,6 +335,33 @@ def run_step(recipe: dict, step: str, workdir: Path, cpu: bool) -> None:
     print(f"run_recipe: {step}: finished in {seconds / 60:.1f} min", flush=True)
 
 
+def share_xent(recipe_path: Path, workdir: Path, other: Path, cpu: bool) -> None:
+    """Link the data and the XENT model of `other`, a workdir where a recipe with the same
+    data, train, model and xent settings finished them: other MIXER settings are then tried
+    from the very same XENT model."""
+    other = other.resolve()
+    if other == workdir:
+        raise RecipeError("--share-xent-from names the workdir itself")
+    own, theirs = load_recipe(recipe_path, workdir), load_recipe(recipe_path, other)
+    bin_top = Path(own["data"]["bin"]).relative_to(workdir).parts[0]
+    workdir.mkdir(parents=True, exist_ok=True)
+    for step, folder in (("data", bin_top), ("xent", "xent")):
+        recorded = recorded_commands(other, step)
+        if recorded is None:
+            raise RecipeError(f"--share-xent-from {other}: its {step} step has not finished")
+        if recorded != step_commands(theirs, step, other, cpu):
+            raise RecipeError(
+                f"--share-xent-from {other}: its {step} step ran with other settings than "
+                f"{recipe_path}'s"
+            )
+        link = workdir / folder
+        if not link.exists():
+            link.symlink_to(other / folder, target_is_directory=True)
+        elif link.resolve() != (other / folder).resolve():
+            raise RecipeError(f"{link} exists already and is not {other / folder}")
+        write_marker(workdir, step, step_commands(own, step, workdir, cpu), 0.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -339,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, required=True, help="where everything is written")
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated, in order")
     parser.add_argument("--cpu", action="store_true", help="pass --cpu to fairseq")
+    parser.add_argument(
+        "--share-xent-from", type=Path, metavar="WORKDIR",
+        help="link the data and XENT steps of another workdir of this recipe's data and XENT "
+        "settings (to try other MIXER settings from the same XENT model)",
+    )  # fmt: skip
     return parser
 
 
@@ -349,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         steps = parse_steps(args.steps)
         recipe = load_recipe(args.recipe, workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        if args.share_xent_from is not None:
+            share_xent(args.recipe, workdir, args.share_xent_from, args.cpu)
         for step in steps:
             run_step(recipe, step, workdir, args.cpu)
     except RecipeError as error:

@@ -303,7 +303,32 @@ def test_recipe_errors(tmp_path):
                          "--steps", "data,mixer"])  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["multi30k", "gigaword", "demo_tiny"])
+def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
+    recipe_path, first, second = fake_recipe(tmp_path), tmp_path / "first", tmp_path / "second"
+    run_recipe.main([str(recipe_path), "--workdir", str(first), "--steps", "data"])
+    shared = ["--share-xent-from", str(first), "--steps", "data"]
+    with pytest.raises(SystemExit, match="its xent step has not finished"):
+        run_recipe.main([str(recipe_path), "--workdir", str(second), *shared])
+    recipe = run_recipe.load_recipe(recipe_path, first)
+    xent = [run_recipe.train_command(recipe, "xent", first, cpu=False)]
+    run_recipe.write_marker(first, "xent", xent, seconds=1.0)
+    (first / "xent").mkdir()
+    run_recipe.main([str(recipe_path), "--workdir", str(second), *shared])
+    assert (second / "xent").resolve() == (first / "xent").resolve()
+    assert (second / "data" / "bin" / "runs").read_text() == "1"  # linked, not run again
+    own = run_recipe.load_recipe(recipe_path, second)
+    assert run_recipe.recorded_commands(second, "xent") == [
+        run_recipe.train_command(own, "xent", second, cpu=False)
+    ]
+    other = json.loads(recipe_path.read_text())
+    other["xent"] = ["--max-epoch", "5"]
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="its xent step ran with other settings"):
+        run_recipe.main([str(other_path), "--workdir", str(tmp_path / "third"), *shared])
+
+
+@pytest.mark.parametrize("name", ["multi30k", "multi30k_long", "gigaword", "demo_tiny"])
 def test_shipped_recipes_load(name, tmp_path):
     recipe = run_recipe.load_recipe(SCRIPTS / "recipes" / f"{name}.json", tmp_path)
     assert str(tmp_path) in recipe["data"]["bin"]
