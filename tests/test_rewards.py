@@ -16,6 +16,8 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
 from fairseq_mixer.rewards import REWARD_NAMES, Reward, get_reward
+from fairseq_mixer.rewards.ngrams import clipped_counts, clipped_matches, token_equality
+from fairseq_mixer.rewards.sequences import to_padded_pair
 
 PAD, EOS, UNK = 1, 2, 3
 SPECIAL = {"pad": PAD, "eos": EOS, "unk": UNK}
@@ -236,6 +238,68 @@ def test_mixer_bleu_known_values():
     assert reward([identical], [identical], start=50).tolist() == [0.0]
     # Unigrams only (n = 1): (1 match + 1) / (1 gram + 1), brevity penalty exp(1 - 3/1).
     assert reward([[4]], [[4, 5]]).tolist() == pytest.approx([math.exp(-2)])
+
+
+# --- sort-based clipped counts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("max_order", "min_order"), [(1, 1), (2, 1), (2, 2), (4, 1), (5, 3)])
+@pytest.mark.parametrize("with_cut", [False, True])
+def test_clipped_counts_match_pairwise_counts(max_order, min_order, with_cut):
+    pairs = EDGE_CASES + random_pairs(seed=61, count=150)
+    rng = random.Random(62)
+    hyp, ref = to_padded_pair([h for h, _ in pairs], [r for _, r in pairs], PAD, EOS)
+    blocked = ref.tokens == UNK
+    cut = torch.tensor([rng.randint(0, 16) for _ in pairs]) if with_cut else None
+    got = clipped_counts(hyp, ref, max_order, PAD, EOS, blocked, cut, min_order=min_order)
+    hyp_ref = token_equality(hyp, ref, blocked)
+    expected = clipped_matches(hyp_ref, token_equality(hyp, hyp), max_order, cut)
+    assert got is not None
+    assert torch.equal(got, expected[:, min_order - 1 :])
+
+
+def relabel(seqs: list[list[int]], first_id: int, step: int) -> list[list[int]]:
+    """Ordinary ids t (> UNK) become first_id + t * step; pad, eos and unk stay."""
+    return [[tok if tok <= UNK else first_id + tok * step for tok in seq] for seq in seqs]
+
+
+@pytest.mark.parametrize(
+    ("first_id", "step"),
+    [
+        (2**16 - 13, 1),  # just below 2**16: 4-gram keys use all 64 bits
+        (2**16, 7),  # above: per-row ranks instead of the ids
+        (2**62, 2**40),  # near the int64 limit
+        (-(2**40), 3),  # negative ids
+    ],
+)
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mixer_bleu", {}),
+        ("sentence_bleu", {}),
+        ("rouge2", {}),
+        ("sentence_bleu", {"max_order": 12}),  # large ids: too many bits, pairwise counts
+    ],
+)
+def test_scores_only_depend_on_token_equality(first_id, step, name, options):
+    reward = get_reward(name, **options, **SPECIAL)
+    pairs = EDGE_CASES + random_pairs(seed=71, count=120)
+    hyps = [hyp for hyp, _ in pairs]
+    refs = [ref for _, ref in pairs]
+    start = torch.tensor([i % 5 for i in range(len(pairs))])
+    expected = reward(hyps, refs, start=start)
+    relabelled = reward(relabel(hyps, first_id, step), relabel(refs, first_id, step), start=start)
+    assert torch.equal(relabelled, expected)
+
+
+@pytest.mark.parametrize("name", ["mixer_bleu", "sentence_bleu", "rouge2"])
+def test_pad_equal_to_eos_uses_pairwise_counts(name):
+    pairs = EDGE_CASES + random_pairs(seed=81, count=60)  # no eos inside
+    hyps = [hyp for hyp, _ in pairs]
+    refs = [ref for _, ref in pairs]
+    distinct = get_reward(name, pad=PAD, eos=EOS, unk=UNK)(hyps, refs, start=1)
+    same = get_reward(name, pad=PAD, eos=PAD, unk=UNK)(hyps, refs, start=1)
+    assert torch.equal(same, distinct)
 
 
 # --- shared behaviour -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .ngrams import token_equality
+from .ngrams import clipped_counts, clipped_matches, token_equality
 from .sequences import Sequences, StartSpec, TokenBatch, to_padded_pair
 
 
@@ -48,10 +48,38 @@ class Reward(ABC):
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         """Scores a non-empty padded batch; returns [B] (any float dtype)."""
 
+    def ref_blocked(self, ref: Sequences) -> Tensor | None:
+        """[B, Lr] bool: reference positions that match nothing (<unk>), or None."""
+        return None if self.unk_matches else ref.tokens == self.unk
+
     def hyp_ref_equality(self, hyp: Sequences, ref: Sequences) -> Tensor:
         """[B, Lh, Lr] token equality with the reference <unk> rule applied."""
-        blocked = None if self.unk_matches else ref.tokens == self.unk
-        return token_equality(hyp, ref, blocked)
+        return token_equality(hyp, ref, self.ref_blocked(ref))
+
+    def clipped(
+        self,
+        hyp: Sequences,
+        ref: Sequences,
+        max_order: int,
+        cut: Tensor | None = None,
+        min_order: int = 1,
+    ) -> Tensor:
+        """[B, max_order - min_order + 1] long: clipped n-gram matches for n = min_order ..
+        max_order, with the reference <unk> rule applied.
+
+        Uses the sort-based :func:`clipped_counts` unless its keys would not fit (or pad equals
+        eos); then the pairwise :func:`clipped_matches`.
+        """
+        blocked = self.ref_blocked(ref)
+        if self.pad != self.eos:
+            counts = clipped_counts(
+                hyp, ref, max_order, self.pad, self.eos, blocked, cut, min_order=min_order
+            )
+            if counts is not None:
+                return counts
+        hyp_ref = token_equality(hyp, ref, blocked)
+        counts = clipped_matches(hyp_ref, token_equality(hyp, hyp), max_order, cut)
+        return counts[:, min_order - 1 :]
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.option_names())

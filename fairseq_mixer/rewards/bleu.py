@@ -8,15 +8,15 @@ import torch
 from torch import Tensor
 
 from .base import Reward
-from .ngrams import clipped_matches, token_equality
 from .sequences import Sequences, StartSpec, to_start
 
 SMOOTH_METHODS = ("none", "floor", "add-k", "exp")
 _SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
 
 
-def _orders(max_order: int, device: torch.device) -> Tensor:
-    return torch.arange(1, max_order + 1, dtype=torch.long, device=device)
+def _steps(max_order: int, device: torch.device) -> Tensor:
+    """[max_order] long: n - 1 for the orders n = 1..max_order."""
+    return torch.arange(max_order, device=device)
 
 
 class SentenceBleu(Reward):
@@ -59,47 +59,50 @@ class SentenceBleu(Reward):
         self.max_order = max_order
 
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
-        device = hyp.tokens.device
-        hyp_len = hyp.lengths.double()
-        ref_len = ref.lengths.double()
-        orders = _orders(self.max_order, device)
-        hyp_hyp = token_equality(hyp, hyp)
-        correct = clipped_matches(self.hyp_ref_equality(hyp, ref), hyp_hyp, self.max_order)
-        correct = correct.double()
-        total = (hyp.lengths[:, None] - orders[None, :] + 1).clamp(min=0).double()
-        any_match = (correct > 0).any(dim=1)
+        counts = self.clipped(hyp, ref, self.max_order)
+        steps = _steps(self.max_order, counts.device).double()
+        correct = counts.double()
+        total = (hyp.lengths[:, None] - steps).clamp_(min=0)
+        any_match = counts.any(dim=1)
 
         value = self.smooth_value
         if value is None:
             value = _SMOOTH_DEFAULTS[self.smooth_method]
         if self.smooth_method == "add-k":
-            extra = (orders[None, :] > 1).double() * value
+            extra = (steps > 0).double() * value
             correct = correct + extra
             total = total + extra
 
-        # Orders up to (excluding) the first one without hypothesis n-grams take part.
-        active = torch.cumprod((total != 0).long(), dim=1).bool()
+        # Orders up to (excluding) the first one without hypothesis n-grams take part. Totals
+        # shrink with the order, except that add-k lifts those above 1: they count only after
+        # a non-empty first order.
+        active = total > 0
+        if self.smooth_method == "add-k":
+            active = active & active[:, :1]
         eff_order = active.sum(dim=1)
-        safe_total = torch.where(active, total, torch.ones_like(total))
+        safe_total = torch.where(active, total, 1.0)
         zero = correct == 0
         if self.smooth_method == "exp":
-            halvings = torch.cumsum((zero & active).long(), dim=1).double()
-            fallback = 1.0 / (torch.pow(2.0, halvings) * safe_total)
+            halvings = torch.cumsum(zero & active, dim=1)
+            fallback = 1.0 / torch.ldexp(safe_total, halvings)
         elif self.smooth_method == "floor":
             fallback = value / safe_total
         else:
             fallback = torch.zeros_like(total)
         precision = torch.where(zero, fallback, correct / safe_total)
 
-        dead = (active & (precision <= 0)).any(dim=1)
+        scored = any_match
+        if self.smooth_method not in ("exp", "floor") or value == 0:
+            # Only a zero fallback can make an active precision zero.
+            scored = scored & ~(active & (precision <= 0)).any(dim=1)
         log_precision = torch.where(active, precision.clamp(min=1e-300).log(), 0.0)
         mean_log = log_precision.sum(dim=1) / eff_order.clamp(min=1)
-        shorter = hyp_len < ref_len
-        ratio = ref_len / hyp_len.clamp(min=1)
-        brevity = torch.where(shorter, torch.exp(1 - ratio), torch.ones_like(ratio))
-        brevity = torch.where(shorter & (hyp_len == 0), 0.0, brevity)
-        bleu = brevity * torch.exp(mean_log)
-        return torch.where(any_match & ~dead, bleu, 0.0)
+        # exp(1 - ref_len / hyp_len) when the hypothesis is shorter, else 1: the ratio is at
+        # most 1 exactly when it is not shorter. An empty hypothesis has no match, so its
+        # brevity penalty (0) never matters.
+        ratio = ref.lengths.double() / hyp.lengths.clamp(min=1)
+        brevity = torch.exp((1 - ratio).clamp_(max=0))
+        return torch.where(scored, brevity * torch.exp(mean_log), 0.0)
 
 
 class MixerBleu(Reward):
@@ -116,28 +119,18 @@ class MixerBleu(Reward):
     max_order = 4
 
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
-        device = hyp.tokens.device
-        first = to_start(start, hyp.lengths.size(0), device)
-        orders = _orders(self.max_order, device)
-        hyp_hyp = token_equality(hyp, hyp)
-        hyp_ref = self.hyp_ref_equality(hyp, ref)
-        matches = clipped_matches(hyp_ref, hyp_hyp, self.max_order, cut=first).double()
+        first = to_start(start, hyp.lengths.size(0), hyp.tokens.device)
+        matches = self.clipped(hyp, ref, self.max_order, cut=first)
+        steps = _steps(self.max_order, first.device)
 
-        order = torch.minimum(hyp.lengths, ref.lengths) - first
-        order = order.clamp(max=self.max_order)
+        order = (torch.minimum(hyp.lengths, ref.lengths) - first).clamp_(max=self.max_order)
         # Hypothesis k-grams ending at or after `first`: start positions max(0, first-k+1) ..
         # hyp_len-k, i.e. hyp_len - max(k - 1, first) of them.
-        hyp_grams = hyp.lengths[:, None] - torch.maximum(orders[None, :] - 1, first[:, None])
-        hyp_grams = hyp_grams.clamp(min=0).double()
-        log_precision = torch.log((matches + 1) / (hyp_grams + 1))
-        used = orders[None, :] <= order[:, None]
+        hyp_grams = (hyp.lengths[:, None] - torch.maximum(steps, first[:, None])).clamp_(min=0)
+        log_precision = torch.log((matches + 1).double() / (hyp_grams + 1))
+        used = steps < order[:, None]
         mean_log = torch.where(used, log_precision, 0.0).sum(dim=1) / order.clamp(min=1)
 
-        hyp_len = hyp.lengths.double()
-        ref_len = ref.lengths.double()
-        brevity = torch.where(
-            hyp_len < ref_len,
-            torch.exp(1 - (ref_len + 1) / hyp_len.clamp(min=1)),
-            torch.ones_like(hyp_len),
-        )
+        ratio = (ref.lengths + 1).double() / hyp.lengths.clamp(min=1)
+        brevity = torch.where(hyp.lengths < ref.lengths, torch.exp(1 - ratio), 1.0)
         return torch.where(order > 0, brevity * torch.exp(mean_log), 0.0)

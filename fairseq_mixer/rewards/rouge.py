@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import Reward
-from .ngrams import clipped_matches, lcs_length, token_equality
+from .ngrams import lcs_length
 from .sequences import Sequences, StartSpec
 
 MEASURES = ("fmeasure", "recall", "precision")
@@ -45,10 +45,9 @@ class Rouge2(_Rouge):
     name = "rouge2"
 
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
-        hyp_ref = self.hyp_ref_equality(hyp, ref)
-        overlap = clipped_matches(hyp_ref, token_equality(hyp, hyp), 2)[:, 1].double()
-        hyp_grams = (hyp.lengths - 1).clamp(min=1).double()
-        ref_grams = (ref.lengths - 1).clamp(min=1).double()
+        overlap = self.clipped(hyp, ref, 2, min_order=2)[:, 0].double()
+        hyp_grams = (hyp.lengths - 1).clamp_(min=1)
+        ref_grams = (ref.lengths - 1).clamp_(min=1)
         return self.combine(overlap / hyp_grams, overlap / ref_grams)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 #: A batch of token sequences: a 2-D integer tensor [B, L], a sequence of 1-D tensors, or a
@@ -19,7 +20,8 @@ StartSpec = None | int | Sequence[int] | Tensor
 
 class Sequences(NamedTuple):
     """A padded batch: ``tokens`` [B, L] (long, ``pad`` at and after each length) and
-    ``lengths`` [B] (long), where L is the longest length in the batch."""
+    ``lengths`` [B] (long), where L is one more than the longest length in the batch, so
+    that every row ends with ``pad``."""
 
     tokens: Tensor
     lengths: Tensor
@@ -41,10 +43,11 @@ def batch_device(*batches: TokenBatch) -> torch.device:
 
 
 def _stack_lists(seqs: Sequence[Sequence[int]], pad: int, device: torch.device) -> Tensor:
-    """Right-pads id lists into one [B, L] tensor with a single copy of the flattened ids."""
+    """Right-pads id lists into one [B, L + 1] tensor (L the longest list) with a single copy
+    of the flattened ids."""
     lengths = torch.tensor([len(seq) for seq in seqs], dtype=torch.long)
     flat = torch.tensor([tok for seq in seqs for tok in seq], dtype=torch.long)
-    width = int(lengths.max()) if len(seqs) > 0 else 0
+    width = int(lengths.max()) + 1 if len(seqs) > 0 else 0
     tokens = torch.full((len(seqs), width), pad, dtype=torch.long)
     rows = torch.repeat_interleave(torch.arange(len(seqs)), lengths)
     offsets = torch.cumsum(lengths, 0) - lengths
@@ -57,7 +60,8 @@ def to_padded(batch: TokenBatch, pad: int, eos: int, device: torch.device) -> Se
     """Pads ``batch`` and cuts every sequence before its first ``eos`` or ``pad``.
 
     Whatever follows the first ``eos``/``pad`` of a sequence (more tokens, padding) is ignored,
-    so model samples that keep going after EOS can be passed as they are.
+    so model samples that keep going after EOS can be passed as they are. The result has one
+    column of padding after the longest sequence.
     """
     if isinstance(batch, Tensor):
         if batch.dim() != 2:
@@ -78,13 +82,13 @@ def to_padded(batch: TokenBatch, pad: int, eos: int, device: torch.device) -> Se
     else:
         tokens = _stack_lists(batch, pad, device)
 
-    stop = (tokens == eos) | (tokens == pad)
-    lengths = (torch.cumsum(stop.long(), dim=1) == 0).sum(dim=1)
-    width = int(lengths.max()) if lengths.numel() > 0 else 0
-    tokens = tokens[:, :width]
-    positions = torch.arange(width, device=device)
-    tokens = tokens.masked_fill(positions[None, :] >= lengths[:, None], pad)
-    return Sequences(tokens, lengths)
+    outside = ((tokens == eos) | (tokens == pad)).cumsum(dim=1) > 0
+    lengths = tokens.size(1) - outside.sum(dim=1)
+    tokens = tokens.masked_fill(outside, pad)
+    width = int(lengths.max()) + 1 if lengths.numel() > 0 else 1
+    if width > tokens.size(1):
+        return Sequences(F.pad(tokens, (0, width - tokens.size(1)), value=pad), lengths)
+    return Sequences(tokens[:, :width], lengths)
 
 
 def to_padded_pair(
