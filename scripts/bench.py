@@ -5,9 +5,10 @@ both alike, it measures:
 
 1. the wall time of one update (forward, backward, SGD step) of the `mixer` criterion in a
    mixed stage with s = 1 against `label_smoothed_cross_entropy`, for a paper-like LSTM and a
-   small transformer, and where the time of a MIXER update goes;
-2. the speed of the batched rewards against a Python loop over `sacrebleu.sentence_bleu`, and
-   a reward call's share of a MIXER update;
+   small transformer, and where the time of a MIXER update goes; both models are first
+   trained briefly with XENT, so that their samples end with EOS as a real model's do;
+2. the speed of the batched rewards against a Python loop over `sacrebleu.sentence_bleu`, on
+   batches of a real MIXER batch's size, and a reward call's share of a MIXER update;
 3. the peak memory of MIXER updates against XENT updates, each in a fresh child process;
 4. greedy decoding (beam 1) against beam 10 with fairseq's SequenceGenerator.
 
@@ -23,8 +24,10 @@ import argparse
 import contextlib
 import datetime
 import functools
+import itertools
 import json
 import logging
+import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -41,7 +44,7 @@ import warnings
 from argparse import Namespace
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -94,6 +97,9 @@ REWARDS = ("mixer_bleu", "sentence_bleu", "rouge2")
 
 # A tiny learning rate: the step is timed, but every update sees practically the same model.
 LEARNING_RATE = 1e-4
+# The brief XENT training before any measurement (Adam; the transformer, without warm-up,
+# needs a smaller step).
+PRETRAIN_LEARNING_RATE = {"lstm": 3e-3, "transformer": 5e-4}
 CLIP_NORM = 10.0
 DECODE_MAX_LEN_A = 1.2
 DECODE_MAX_LEN_B = 10
@@ -113,6 +119,7 @@ class Settings:
     """Sizes of one bench run."""
 
     mode: str
+    pretrain_updates: int
     batch_size: int
     batches: int
     warmup_pairs: int
@@ -120,6 +127,8 @@ class Settings:
     phase_updates: int
     memory_updates: int
     reward_rounds: int
+    reward_batch_size: int
+    reward_batches: int
     decode_batch_size: int
     decode_batches: int
     synthetic_sizes: tuple[int, int, int]
@@ -127,6 +136,7 @@ class Settings:
 
 QUICK = Settings(
     mode="quick",
+    pretrain_updates=120,
     batch_size=32,
     batches=4,
     warmup_pairs=2,
@@ -134,12 +144,15 @@ QUICK = Settings(
     phase_updates=3,
     memory_updates=3,
     reward_rounds=5,
-    decode_batch_size=32,
+    reward_batch_size=256,
+    reward_batches=2,
+    decode_batch_size=128,
     decode_batches=2,
-    synthetic_sizes=(400, 32, 64),
+    synthetic_sizes=(2000, 32, 256),
 )
 FULL = Settings(
     mode="full",
+    pretrain_updates=400,
     batch_size=32,
     batches=16,
     warmup_pairs=5,
@@ -147,8 +160,10 @@ FULL = Settings(
     phase_updates=10,
     memory_updates=10,
     reward_rounds=20,
-    decode_batch_size=64,
-    decode_batches=8,
+    reward_batch_size=256,
+    reward_batches=8,
+    decode_batch_size=128,
+    decode_batches=4,
     synthetic_sizes=(4000, 200, 512),
 )
 
@@ -162,6 +177,7 @@ class Job:
     settings: Settings
     device: str
     threads: int
+    model_state: Path | None = None  # the briefly trained weights, once they exist
 
 
 @dataclass
@@ -264,6 +280,8 @@ def build_bench(job: Job) -> Bench:
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
     model = task.build_model(mixer_cfg.model).to(device)
+    if job.model_state is not None:
+        model.load_state_dict(torch.load(job.model_state, map_location=device))
     mixer = task.build_criterion(mixer_cfg.criterion).to(device)
     xent = task.build_criterion(xent_cfg.criterion).to(device)
     task.begin_epoch(1, model)
@@ -282,8 +300,9 @@ def load_batches(task, split: str, batch_size: int, count: int, device: str) -> 
     """The first `count` batches of exactly `batch_size` sentences of a seeded shuffled epoch."""
     task.load_dataset(split)
     iterator = task.get_batch_iterator(
-        dataset=task.dataset(split), max_sentences=batch_size, seed=SEED
-    ).next_epoch_itr(shuffle=True)
+        dataset=task.dataset(split), max_sentences=batch_size, seed=SEED,
+        disable_iterator_cache=True,
+    ).next_epoch_itr(shuffle=True)  # fmt: skip
     batches = [batch for batch in iterator if batch["nsentences"] == batch_size][:count]
     if not batches:
         raise RuntimeError(f"split {split!r} has no batch of {batch_size} sentences")
@@ -292,6 +311,32 @@ def load_batches(task, split: str, batch_size: int, count: int, device: str) -> 
 
 def decoding_split(data: Path) -> str:
     return "test" if any(data.glob("test.*.idx")) else "valid"
+
+
+def pretrain(bench: Bench, updates: int, learning_rate: float) -> dict:
+    """Brief XENT training with Adam, so that samples and decodes end with EOS near the
+    reference length, as a real model's do (an untrained model runs to the length limit)."""
+    model, xent, task = bench.model, bench.criteria["xent"], bench.task
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    batch_size = bench.batches[0]["nsentences"]
+    losses: list[float] = []
+    epoch = 1
+    model.train()
+    while len(losses) < updates:
+        iterator = task.get_batch_iterator(
+            dataset=task.dataset("train"), max_sentences=batch_size, seed=SEED, epoch=epoch,
+            disable_iterator_cache=True,
+        ).next_epoch_itr(shuffle=True)  # fmt: skip
+        for batch in itertools.islice(iterator, updates - len(losses)):
+            batch = utils.move_to_cuda(batch) if bench.device == "cuda" else batch
+            optimizer.zero_grad(set_to_none=True)
+            loss, sample_size, _ = xent(model, batch)
+            (loss / sample_size).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+            optimizer.step()
+            losses.append(loss.item() / sample_size / math.log(2))
+        epoch += 1
+    return {"updates": updates, "first_loss": losses[0], "last_loss": losses[-1]}
 
 
 # ---------------------------------------------------------------- timing helpers
@@ -512,13 +557,6 @@ def sacrebleu_loop(hyps: torch.Tensor, refs: torch.Tensor, pad: int, eos: int) -
     ]
 
 
-def stack_padded(rows: list[torch.Tensor], pad: int) -> torch.Tensor:
-    """Right-padded [B_i, L_i] tensors stacked into one [sum B_i, max L_i] batch."""
-    width = max(row.size(1) for row in rows)
-    padded = [torch.nn.functional.pad(row, (0, width - row.size(1)), value=pad) for row in rows]
-    return torch.cat(padded)
-
-
 def reward_jobs(bench: Bench, hyps: torch.Tensor, refs: torch.Tensor) -> dict[str, Callable]:
     """Each reward, called as the criterion calls it, and the sacrebleu loop, on one batch."""
     dictionary = bench.task.target_dictionary
@@ -548,37 +586,44 @@ def time_calls(bench: Bench, pairs: list[tuple], rounds: int) -> dict[str, list[
     return calls
 
 
+def reward_speeds(bench: Bench, batches: list[dict], rounds: int) -> tuple[dict, dict]:
+    """(sentences per second, seconds of every call) of each scorer on sampled-like
+    hypotheses of these batches' references."""
+    dictionary = bench.task.target_dictionary
+    rng = random.Random(SEED)
+    pairs = [(sampled_like(b["target"], dictionary, rng), b["target"]) for b in batches]
+    calls = time_calls(bench, pairs, rounds)
+    sentences = rounds * sum(len(refs) for _, refs in pairs)
+    return {name: sentences / sum(seconds) for name, seconds in calls.items()}, calls
+
+
 def time_rewards(bench: Bench, settings: Settings, mixer_update_ms: float) -> dict:
     """Sentences per second of each reward and of the sacrebleu loop, on the same hypotheses.
 
-    Once on the update's batches, once on all of them stacked into one large batch: a
-    batched reward has a fixed cost per call that a large batch spreads thinner.
+    The target is measured on batches of a real MIXER batch's size (fairseq batches by
+    --max-tokens; 4,000 tokens hold about 250 Multi30k sentences, and the criterion scores
+    a whole batch in one call); the update's own small batches are reported too, with the
+    reward's share of an update.
     """
-    dictionary = bench.task.target_dictionary
-    rng = random.Random(SEED)
-    pairs = [(sampled_like(b["target"], dictionary, rng), b["target"]) for b in bench.batches]
-    stacked = tuple(stack_padded(list(side), dictionary.pad()) for side in zip(*pairs, strict=True))
-    rounds = settings.reward_rounds
-    sentences = rounds * sum(len(refs) for _, refs in pairs)
-    update_calls = time_calls(bench, pairs, rounds)
-    stacked_calls = time_calls(bench, [stacked], rounds)
-    speeds = {
-        size: {name: sentences / sum(seconds) for name, seconds in calls.items()}
-        for size, calls in (("update", update_calls), ("stacked", stacked_calls))
-    }
-    loop = speeds["update"]["sacrebleu_loop"]
+    large = load_batches(
+        bench.task, "train", settings.reward_batch_size, settings.reward_batches, bench.device
+    )
+    speeds, _ = reward_speeds(bench, large, settings.reward_rounds)
+    small_speeds, small_calls = reward_speeds(bench, bench.batches, settings.reward_rounds)
+    loop, small_loop = speeds["sacrebleu_loop"], small_speeds["sacrebleu_loop"]
     figures: dict[str, Any] = {
-        "sacrebleu_loop": {"sentences_per_s": loop},
-        "update_batch_size": settings.batch_size,
-        "stacked_batch_size": len(stacked[1]),
+        "sacrebleu_loop": {"sentences_per_s": loop, "small_batch_sentences_per_s": small_loop},
+        "batch_size": settings.reward_batch_size,
+        "batches": len(large),
+        "small_batch_size": settings.batch_size,
     }
     for name in REWARDS:
-        call_ms = 1000 * statistics.median(update_calls[name])
+        call_ms = 1000 * statistics.median(small_calls[name])
         figures[name] = {
-            "sentences_per_s": speeds["update"][name],
-            "speedup_vs_sacrebleu_loop": speeds["update"][name] / loop,
-            "stacked_sentences_per_s": speeds["stacked"][name],
-            "stacked_speedup_vs_sacrebleu_loop": speeds["stacked"][name] / loop,
+            "sentences_per_s": speeds[name],
+            "speedup_vs_sacrebleu_loop": speeds[name] / loop,
+            "small_batch_sentences_per_s": small_speeds[name],
+            "small_batch_speedup_vs_sacrebleu_loop": small_speeds[name] / small_loop,
             "call_ms_on_update_batch": call_ms,
             "share_of_mixer_update": call_ms / mixer_update_ms,
         }
@@ -725,6 +770,8 @@ def time_decoding(bench: Bench, data: Path, settings: Settings) -> dict:
     seconds = dict.fromkeys(beams, 0.0)
     tokens = dict.fromkeys(beams, 0)
     bench.model.eval()
+    for generator in generators.values():  # warm-up: first-call costs are not decoding speed
+        decode(bench, generator, batches[0])
     for number, batch in enumerate(batches):
         order = list(beams) if number % 2 == 0 else list(beams)[::-1]
         for name in order:
@@ -816,6 +863,11 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
             f"{figures['mixer_ms']:.1f} / {figures['xent_ms']:.1f} ms = {target.measured:.2f}x"
         )
         rows.append((f"update, {arch}: MIXER / XENT", measured, target.bound(), target.verdict()))
+    for arch in ARCHS:
+        training = results["pretraining"][arch]
+        loss = f"{training['first_loss']:.2f} -> {training['last_loss']:.2f} bits/token"
+        label = f"  {arch}: XENT loss over {training['updates']} training updates"
+        rows.append((label, loss, "", ""))
     lstm = results["update"]["lstm"]
     tokens = f"{lstm['sampled_tokens_per_update']:.0f} / {lstm['reference_tokens_per_update']:.0f}"
     rows.append(("  LSTM: sampled / reference tokens per MIXER update", tokens, "", ""))
@@ -828,9 +880,13 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
 
 def reward_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
     rewards = results["reward"]
-    loop = rewards["sacrebleu_loop"]["sentences_per_s"]
-    batch, stacked = rewards["update_batch_size"], rewards["stacked_batch_size"]
-    rows = [("reward: sacrebleu.sentence_bleu loop", f"{loop:,.0f} sent/s", "", "")]
+    loop = rewards["sacrebleu_loop"]
+    batch, small = rewards["batch_size"], rewards["small_batch_size"]
+    rows = [(
+        f"reward: sacrebleu.sentence_bleu loop, batches of {batch} / {small}",
+        f"{loop['sentences_per_s']:,.0f} / {loop['small_batch_sentences_per_s']:,.0f} sent/s",
+        "", "",
+    )]  # fmt: skip
     mixer_ms = results["update"]["lstm"]["mixer_ms"]
     for name in REWARDS:
         reward = rewards[name]
@@ -841,9 +897,9 @@ def reward_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
             speed.bound(), speed.verdict(),
         ))  # fmt: skip
         rows.append((
-            f"  {name} speed, one batch of {stacked}",
-            f"{reward['stacked_sentences_per_s']:,.0f} sent/s "
-            f"= {reward['stacked_speedup_vs_sacrebleu_loop']:.1f}x loop",
+            f"  {name} speed, batches of {small}",
+            f"{reward['small_batch_sentences_per_s']:,.0f} sent/s "
+            f"= {reward['small_batch_speedup_vs_sacrebleu_loop']:.1f}x loop",
             "", "",
         ))  # fmt: skip
         rows.append((
@@ -907,6 +963,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "mixer_flags": " ".join(MIXER_FLAGS),
         "xent_flags": " ".join(XENT_FLAGS),
         "optimizer": f"SGD lr {LEARNING_RATE}, gradient norm clipped at {CLIP_NORM}",
+        "pretraining": f"XENT with Adam, lr {PRETRAIN_LEARNING_RATE}",
         "decoding": f"max_len_a {DECODE_MAX_LEN_A}, max_len_b {DECODE_MAX_LEN_B}",
     }
 
@@ -914,12 +971,29 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
 # ---------------------------------------------------------------- main
 
 
-def measure(args: argparse.Namespace, settings: Settings, data: Path, memory_context) -> dict:
-    """All four measurements; memory first, so its children never overlap a timing."""
+def trained_benches(jobs: dict[str, Job], scratch: Path) -> tuple[dict, dict, dict]:
+    """(benches, jobs whose children load the trained weights, training figures)."""
+    benches, trained_jobs, training = {}, {}, {}
+    for arch, job in jobs.items():
+        progress(f"brief XENT training, {arch}: {job.settings.pretrain_updates} updates")
+        bench = build_bench(job)
+        updates = job.settings.pretrain_updates
+        training[arch] = pretrain(bench, updates, PRETRAIN_LEARNING_RATE[arch])
+        state = scratch / f"{arch}.pt"
+        torch.save(bench.model.state_dict(), state)
+        benches[arch], trained_jobs[arch] = bench, replace(job, model_state=state)
+    return benches, trained_jobs, training
+
+
+def measure(
+    args: argparse.Namespace, settings: Settings, data: Path, scratch: Path, memory_context
+) -> dict:
+    """All four measurements, on briefly trained models; memory before the timings, so that
+    its children never overlap one."""
     jobs = {arch: make_job(data, arch, settings, args.device, args.threads) for arch in ARCHS}
+    benches, jobs, training = trained_benches(jobs, scratch)
     memory = measure_memory(memory_context, jobs)
     prepare_process(args.threads)
-    benches = {arch: build_bench(job) for arch, job in jobs.items()}
     updates = {}
     for arch, bench in benches.items():
         progress(f"update times, {arch}")
@@ -927,6 +1001,7 @@ def measure(args: argparse.Namespace, settings: Settings, data: Path, memory_con
     lstm = benches["lstm"]
     progress("phases of a MIXER update, rewards, decoding")
     return {
+        "pretraining": training,
         "update": updates,
         "phases": phase_breakdown(lstm, settings),
         "profile": profile_operators(lstm, settings.warmup_pairs + settings.timed_pairs),
@@ -955,7 +1030,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict[str, Target]]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mixer-bench-") as scratch:
         data, label, memory_context = prepare_data(args, settings, Path(scratch))
-        results = measure(args, settings, data, memory_context)
+        results = measure(args, settings, data, Path(scratch), memory_context)
     results["environment"] = environment(args, settings, label)
     results["environment"]["load_average_1min"] = {
         "start": load_before[0],
@@ -969,7 +1044,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict[str, Target]]:
 def busy_machine(load: dict[str, float], threads: int) -> bool:
     """True when other work used the cores this run wanted (the end value includes this run)."""
     cores = os.cpu_count() or 1
-    return load["start"] > cores - threads + 0.5 or load["end"] > cores + 0.5
+    return load["start"] > cores - threads + 1.0 or load["end"] > cores + 1.0
 
 
 def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) -> None:

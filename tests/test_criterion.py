@@ -28,6 +28,22 @@ def test_mixed_step_trains_every_architecture(synthetic_bin, arch):
     assert set(grads_of(criterion)) == {"baseline.weight", "baseline.bias"}
 
 
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_mixed_step_stays_finite_in_bfloat16(synthetic_bin, arch):
+    """Half precision as fairseq's --bf16 would run it: model and criterion in bfloat16 (on
+    CPU here; fairseq 0.12 ties --bf16 to TPUs, see docs/performance.md)."""
+    _, task, model, criterion = build(synthetic_bin, ARCHS[arch] + MIXED)
+    model, criterion = model.to(torch.bfloat16), criterion.to(torch.bfloat16)
+    set_stage(task, criterion, epoch=2)
+    model.train()
+    loss, _, log = criterion(model, first_batch(task))
+    assert torch.isfinite(loss)  # fairseq takes the log-softmax in float32, as under --fp16
+    assert log["rl_tokens"] > 0 and torch.isfinite(log["baseline_sq_err"])
+    loss.backward()
+    grads = {**grads_of(model), **grads_of(criterion)}
+    assert grads and all(torch.isfinite(g).all() for g in grads.values())
+
+
 def test_validation_reports_teacher_forced_nll(synthetic_bin):
     _, task, model, criterion = build(synthetic_bin, ARCHS["lstm"] + MIXED)
     sample = first_batch(task, "valid")
