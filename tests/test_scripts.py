@@ -328,7 +328,10 @@ def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
         run_recipe.main([str(other_path), "--workdir", str(tmp_path / "third"), *shared])
 
 
-@pytest.mark.parametrize("name", ["multi30k", "multi30k_long", "gigaword", "demo_tiny"])
+@pytest.mark.parametrize(
+    "name",
+    ["multi30k", "multi30k_long", "multi30k_lr1e-4", "gigaword", "gigaword_lr1e-4", "demo_tiny"],
+)
 def test_shipped_recipes_load(name, tmp_path):
     recipe = run_recipe.load_recipe(SCRIPTS / "recipes" / f"{name}.json", tmp_path)
     assert str(tmp_path) in recipe["data"]["bin"]
