@@ -91,10 +91,7 @@ class SentenceBleu(Reward):
             fallback = torch.zeros_like(total)
         precision = torch.where(zero, fallback, correct / safe_total)
 
-        scored = any_match
-        if self.smooth_method not in ("exp", "floor") or value == 0:
-            # Only a zero fallback can make an active precision zero.
-            scored = scored & ~(active & (precision <= 0)).any(dim=1)
+        scored = any_match & ~(active & (precision <= 0)).any(dim=1)
         log_precision = torch.where(active, precision.clamp(min=1e-300).log(), 0.0)
         mean_log = log_precision.sum(dim=1) / eff_order.clamp(min=1)
         # exp(1 - ref_len / hyp_len) when the hypothesis is shorter, else 1: the ratio is at
