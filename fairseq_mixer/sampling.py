@@ -1,10 +1,22 @@
-"""Drawing the model's own continuations of reference prefixes, batched and without grad."""
+"""Drawing the model's own continuations of reference prefixes, batched.
+
+Two ways (spec section 3, `--mixer-rollout`):
+- two passes: draw under no_grad in eval mode (`sample_after_prefix`), then score the
+  hypotheses with one teacher-forced pass; best where that pass is parallel (transformer,
+  fconv);
+- one pass: draw inside the training forward pass itself, with grad and in train mode
+  (`sample_and_score_after_prefix`), as the release did; best for recurrent decoders,
+  whose teacher-forced pass steps through time anyway, so a second pass would double it.
+"""
 
 from __future__ import annotations
 
 import torch
+from fairseq.models.lstm import LSTMDecoder
 
 from fairseq_mixer.decoder_features import has_feature_api
+
+ROLLOUTS = ("auto", "one_pass", "two_pass")
 
 
 def inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -23,6 +35,19 @@ def shift_right(tokens: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
     """Decoder input for teacher forcing on `tokens`: EOS (fairseq's BOS) then tokens[:-1]."""
     prev = torch.cat([tokens.new_full((tokens.size(0), 1), eos), tokens[:, :-1]], dim=1)
     return prev.masked_fill(tokens.eq(pad), pad)
+
+
+def samples_in_training_pass(decoder, rollout: str) -> bool:
+    """Whether `--mixer-rollout rollout` draws inside the training pass for this decoder."""
+    if rollout not in ROLLOUTS:
+        raise ValueError(f"--mixer-rollout must be one of {ROLLOUTS} (got {rollout!r})")
+    recurrent = isinstance(decoder, LSTMDecoder)
+    if rollout == "one_pass" and not recurrent:
+        raise ValueError(
+            "--mixer-rollout one_pass needs a recurrent (LSTM) decoder, got "
+            f"{type(decoder).__name__}: use two_pass (or auto)"
+        )
+    return rollout == "one_pass" or (rollout == "auto" and recurrent)
 
 
 def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: dict):
@@ -46,6 +71,25 @@ def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: 
 COMPACT_WHEN_LIVE_SHARE = 0.75
 
 
+def _start_tokens(reference, prefix_lengths, max_lengths, pad: int, eos: int):
+    """(tokens [B, width + 1]: EOS then the reference prefixes, lengths [B], sampled [B])."""
+    ref_lengths = reference.ne(pad).sum(1)
+    sampled = prefix_lengths < ref_lengths
+    lengths = torch.where(sampled, torch.maximum(max_lengths, prefix_lengths + 1), ref_lengths)
+    width = int(lengths.max())
+    tokens = reference.new_full((reference.size(0), width + 1), pad)
+    tokens[:, 0] = eos
+    ref = reference[:, :width]
+    positions = torch.arange(ref.size(1), device=ref.device)
+    copy = positions.unsqueeze(0) < prefix_lengths.unsqueeze(1)
+    tokens[:, 1 : ref.size(1) + 1] = ref.masked_fill(~copy, pad)
+    return tokens, lengths, sampled
+
+
+def _trimmed(hyps: torch.Tensor, pad: int) -> torch.Tensor:
+    return hyps[:, : int(hyps.ne(pad).sum(1).max())]
+
+
 @torch.no_grad()
 def sample_after_prefix(
     model,
@@ -65,45 +109,108 @@ def sample_after_prefix(
     computed once by the caller, on the sentences that still sample: copied and finished
     ones leave the decoding batch. Positions after a sampled EOS are padding.
     """
-    ref_lengths = reference.ne(pad).sum(1)
-    sampled = prefix_lengths < ref_lengths
-    lengths = torch.where(sampled, torch.maximum(max_lengths, prefix_lengths + 1), ref_lengths)
-    width = int(lengths.max())
-    batch = reference.size(0)
-
-    tokens = reference.new_full((batch, width + 1), pad)
-    tokens[:, 0] = eos
-    ref = reference[:, :width]
-    positions = torch.arange(ref.size(1), device=ref.device)
-    copy = positions.unsqueeze(0) < prefix_lengths.unsqueeze(1)
-    tokens[:, 1 : ref.size(1) + 1] = ref.masked_fill(~copy, pad)
+    tokens, lengths, sampled = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     live = sampled.nonzero().squeeze(1)
-    if live.numel() == 0:
-        return tokens[:, 1:]
+    if live.numel() > 0:
+        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths)
+        _decode(batch, tokens, generator, pad, eos, outputs=None)
+    return _trimmed(tokens[:, 1:], pad)
 
-    batch_state = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths)
-    for step in range(width):
-        work = batch_state.tokens
-        logits_of = decoder_step(
-            model.decoder, work[:, : step + 1], batch_state.encoder_out, batch_state.incremental
-        )
-        rows = (batch_state.active & (batch_state.prefix <= step)).nonzero().squeeze(1)
-        if rows.numel() > 0:
-            probs = model.get_normalized_probs((logits_of(rows), None), log_probs=False)
-            probs = probs[:, -1, :].float()
+
+def sample_and_score_after_prefix(
+    model,
+    encoder_out,
+    reference: torch.Tensor,
+    prefix_lengths: torch.Tensor,
+    max_lengths: torch.Tensor,
+    generator: torch.Generator | None,
+    pad: int,
+    eos: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hypotheses [B, L], decoder features [B, L, d], log-probabilities [B, L, V]).
+
+    The hypotheses are those of `sample_after_prefix`, drawn in the model's current mode
+    with grad: the features and log-probabilities of every position up to a sentence's end
+    are those a teacher-forced pass over the hypotheses would give, and carry the graph.
+    Positions after the end hold zeros. Needs a decoder with extract_features().
+    """
+    tokens, lengths, _ = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
+    every_row = torch.arange(tokens.size(0), device=tokens.device)
+    batch = _DecodingBatch(model, encoder_out, tokens, every_row, prefix_lengths, lengths)
+    outputs = _StepOutputs()
+    _decode(batch, tokens, generator, pad, eos, outputs)
+    hyps = _trimmed(tokens[:, 1:], pad)
+    features, lprobs = outputs.stacked(tokens.size(0), hyps.size(1))
+    return hyps, features, lprobs
+
+
+def _decode(batch, tokens, generator, pad: int, eos: int, outputs) -> None:
+    """The decoding loop of both rollouts; with `outputs`, every active row's step is kept."""
+    model = batch.model
+    for step in range(tokens.size(1) - 1):
+        work = batch.tokens[:, : step + 1]
+        drawing = (batch.active & (batch.prefix <= step)).nonzero().squeeze(1)
+        if outputs is None:
+            logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
+            probs = None
+            if drawing.numel() > 0:
+                logits = logits_of(drawing)
+                probs = model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
+        else:
+            # A recurrent decoder reads only the newest token; a copy, because the draws are
+            # written into `batch.tokens` while the graph holds the embedding's indices.
+            newest = work[:, -1:].clone()
+            features, _ = model.decoder.extract_features(
+                newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
+            )
+            features = features[:, -1, :]
+            logits = model.decoder.output_layer(features.unsqueeze(1))
+            lprobs = model.get_normalized_probs((logits, None), log_probs=True)[:, 0, :]
+            running = batch.active.nonzero().squeeze(1)
+            outputs.add(batch.rows[running], step, features[running], lprobs[running])
+            probs = lprobs[drawing].detach().exp() if drawing.numel() > 0 else None
+        if probs is not None:
+            probs = probs.float()
             probs[:, pad] = 0.0
             draws = inverse_cdf_draw(probs, generator)
-            work[rows, step + 1] = draws
-            done = draws.eq(eos) | (batch_state.lengths[rows] <= step + 1)
-            batch_state.active[rows[done]] = False
-        still = int(batch_state.active.sum())
+            batch.tokens[drawing, step + 1] = draws
+            batch.active[drawing[draws.eq(eos)]] = False
+        batch.active &= batch.lengths > step + 1
+        still = int(batch.active.sum())
         if still == 0:
             break
-        if still <= COMPACT_WHEN_LIVE_SHARE * work.size(0):
-            batch_state.keep_active(tokens)
-    batch_state.write_back(tokens)
-    hyps = tokens[:, 1:]
-    return hyps[:, : int(hyps.ne(pad).sum(1).max())]
+        if still <= COMPACT_WHEN_LIVE_SHARE * batch.tokens.size(0):
+            batch.keep_active(tokens)
+    batch.write_back(tokens)
+
+
+class _StepOutputs:
+    """Per-step decoder features and log-probabilities of the rows that ran, to be stacked."""
+
+    def __init__(self):
+        self.rows: list[torch.Tensor] = []
+        self.steps: list[torch.Tensor] = []
+        self.features: list[torch.Tensor] = []
+        self.lprobs: list[torch.Tensor] = []
+
+    def add(self, rows, step: int, features, lprobs) -> None:
+        self.rows.append(rows)
+        self.steps.append(torch.full_like(rows, step))
+        self.features.append(features)
+        self.lprobs.append(lprobs)
+
+    def stacked(self, batch: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([batch, width, d], [batch, width, V]): one differentiable scatter each."""
+        where = torch.cat(self.rows) * width + torch.cat(self.steps)
+        return tuple(
+            _scattered(torch.cat(parts), where, batch, width)
+            for parts in (self.features, self.lprobs)
+        )
+
+
+def _scattered(values: torch.Tensor, where: torch.Tensor, batch: int, width: int):
+    zeros = values.new_zeros(batch * width, values.size(-1))
+    return zeros.index_copy(0, where, values).view(batch, width, -1)
 
 
 class _DecodingBatch:

@@ -150,3 +150,24 @@ def test_models_without_incremental_decoding_are_refused():
     model = FairseqEncoderDecoderModel(FairseqEncoder(None), PlainDecoder(None))
     with pytest.raises(ValueError, match="incremental decoding.*PlainDecoder"):
         check_incremental_decoder(model)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "mixer_paper"])
+def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(synthetic_bin, arch):
+    """Without dropout the two rollouts are the same estimator on the same samples."""
+    results = []
+    for rollout in ("one_pass", "two_pass"):
+        _, task, model, criterion = build(
+            synthetic_bin, ARCHS[arch] + MIXED + ["--mixer-rollout", rollout]
+        )
+        set_stage(task, criterion, epoch=2, num_updates=4)
+        model.train()
+        loss, sample_size, log = criterion(model, first_batch(task))
+        loss.backward()
+        results.append((loss, sample_size, log, {**grads_of(model), **grads_of(criterion)}))
+    (loss_1, size_1, log_1, grads_1), (loss_2, size_2, log_2, grads_2) = results
+    assert size_1 == size_2 and float(log_1["reward"]) == float(log_2["reward"])
+    assert torch.allclose(loss_1, loss_2, rtol=1e-5)
+    assert grads_1.keys() == grads_2.keys()
+    for name, grad in grads_1.items():
+        assert torch.allclose(grad, grads_2[name], rtol=1e-4, atol=1e-6), name

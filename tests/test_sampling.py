@@ -5,7 +5,14 @@ import torch
 from harness import ARCHS, build, first_batch
 
 from fairseq_mixer import sampling
-from fairseq_mixer.sampling import inverse_cdf_draw, sample_after_prefix, shift_right
+from fairseq_mixer.decoder_features import decoder_features_and_output
+from fairseq_mixer.sampling import (
+    inverse_cdf_draw,
+    sample_after_prefix,
+    sample_and_score_after_prefix,
+    samples_in_training_pass,
+    shift_right,
+)
 
 
 def test_inverse_cdf_draw_follows_the_distribution_and_skips_zeros():
@@ -79,3 +86,49 @@ def test_dropping_finished_rows_changes_no_draw(synthetic_bin, arch, monkeypatch
     shrinking, full = draw(0.75), draw(0.0)
     assert torch.equal(shrinking, full)
     assert shrinking.ne(pad).sum(1).unique().numel() > 3
+
+
+@pytest.mark.parametrize("arch", ["lstm", "mixer_paper"])
+def test_one_pass_rollout_draws_and_scores_as_two_passes(synthetic_bin, arch, monkeypatch):
+    """Drawn inside the training pass (dropout 0): the same samples as under no_grad, and the
+    features and log-probabilities a teacher-forced pass over them gives, with the graph."""
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
+    monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)  # compacts several times
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    ref_lengths = target.ne(pad).sum(1)
+    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
+    prefix[::5] = ref_lengths[::5]  # copied whole
+    max_lengths = prefix + 1 + torch.arange(len(ref_lengths)) % 7
+    args = (target, prefix, max_lengths)
+    net_input = sample["net_input"]
+    model.train()
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    hyps, features, lprobs = sample_and_score_after_prefix(
+        model, encoder_out, *args, torch.Generator().manual_seed(3), pad, eos
+    )
+    assert features.requires_grad and lprobs.requires_grad
+    model.eval()
+    assert torch.equal(
+        hyps,
+        sample_after_prefix(model, encoder_out, *args, torch.Generator().manual_seed(3), pad, eos),
+    )
+    expected_features, decoder_out = decoder_features_and_output(
+        model.decoder, shift_right(hyps, eos, pad), encoder_out
+    )
+    expected_lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+    scored = hyps.ne(pad)
+    assert torch.allclose(features[scored], expected_features[scored], atol=1e-5)
+    assert torch.allclose(lprobs[scored], expected_lprobs[scored], atol=1e-5)
+    assert features[~scored].eq(0).all() and lprobs[~scored].eq(0).all()
+
+
+def test_one_pass_rollout_needs_a_recurrent_decoder(synthetic_bin):
+    with pytest.raises(ValueError, match="one_pass needs a recurrent.*TransformerDecoder"):
+        build(
+            synthetic_bin,
+            ARCHS["transformer"] + ["--criterion", "mixer", "--mixer-rollout", "one_pass"],
+        )
+    _, _, model, _ = build(synthetic_bin, ARCHS["fconv"] + ["--criterion", "mixer"])
+    assert not samples_in_training_pass(model.decoder, "auto")

@@ -1,11 +1,12 @@
 """The `mixer` criterion: XENT on a reference prefix, REINFORCE on the model's own samples.
 
-One training step (spec section 3): the encoder runs once; the decoder samples a
-continuation of every reference prefix with incremental decoding under no_grad; one
-teacher-forced pass over [reference prefix ; sample] then gives the log-probabilities of
-both losses and the features of the learned baseline. In validation it reports the
-teacher-forced NLL, so fairseq's best-checkpoint and lr-on-plateau logic keep working.
-"""
+One training step (spec section 3): the encoder runs once; the decoder continues every
+reference prefix with its own samples, incrementally. For a recurrent decoder this is the
+training forward pass itself (`--mixer-rollout one_pass`, as in the release); otherwise the
+samples are drawn under no_grad and one teacher-forced pass over [reference prefix ; sample]
+gives the log-probabilities (`two_pass`). Either way the log-probabilities feed both losses
+and the decoder features feed the learned baseline. In validation it reports the
+teacher-forced NLL, so fairseq's best-checkpoint and lr-on-plateau logic keep working."""
 
 import logging
 import math
@@ -23,7 +24,13 @@ from fairseq_mixer.baseline import StepBaseline
 from fairseq_mixer.decoder_features import decoder_features_and_output
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
 from fairseq_mixer.rewards import REWARD_NAMES, get_reward
-from fairseq_mixer.sampling import sample_after_prefix, shift_right
+from fairseq_mixer.sampling import (
+    ROLLOUTS,
+    sample_after_prefix,
+    sample_and_score_after_prefix,
+    samples_in_training_pass,
+    shift_right,
+)
 from fairseq_mixer.schedule import MixerStage, loss_masks, teacher_forced_lengths
 
 logger = logging.getLogger(__name__)
@@ -69,6 +76,16 @@ class MixerCriterionConfig(FairseqDataclass):
     )
     mixer_baseline_weight: float = field(
         default=0.01, metadata={"help": "weight of 1/2 sum (b_t - R)^2 (release: 0.01)"}
+    )
+    mixer_rollout: ChoiceEnum(ROLLOUTS) = field(
+        default="auto",
+        metadata={
+            "help": "one_pass: draw the samples inside the training forward pass, in train mode "
+            "and with grad, as the release did (recurrent decoders only); two_pass: draw under "
+            "no_grad in eval mode, then score them with one teacher-forced pass; auto: one_pass "
+            "for LSTM decoders, whose teacher-forced pass steps through time anyway, two_pass "
+            "for the others, whose teacher-forced pass is parallel"
+        },
     )
     mixer_sample_len: ChoiceEnum(["reference", "source", "fixed"]) = field(
         default="reference",
@@ -208,26 +225,22 @@ class MixerCriterion(FairseqCriterion):
         prefix = teacher_forced_lengths(
             ref_lengths, stage.s, self.unroll_steps, self.placement, overlap
         )
-        was_training = model.decoder.training
-        model.decoder.eval()
-        try:
-            hyps = sample_after_prefix(
-                model,
-                encoder_out,
-                target,
-                prefix,
-                self._max_sample_lengths(ref_lengths, net_input["src_lengths"]),
-                self._generator(sample, target.device),
-                pad,
-                self.eos,
-            )
-        finally:
-            model.decoder.train(was_training)
-
-        features, decoder_out = decoder_features_and_output(
-            model.decoder, shift_right(hyps, self.eos, pad), encoder_out
+        sampling = (
+            target,
+            prefix,
+            self._max_sample_lengths(ref_lengths, net_input["src_lengths"]),
+            self._generator(sample, target.device),
+            pad,
+            self.eos,
         )
-        lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+        if samples_in_training_pass(model.decoder, self.cfg.mixer_rollout):
+            hyps, features, lprobs = sample_and_score_after_prefix(model, encoder_out, *sampling)
+        else:
+            hyps = sample_in_eval_mode(model, encoder_out, sampling)
+            features, decoder_out = decoder_features_and_output(
+                model.decoder, shift_right(hyps, self.eos, pad), encoder_out
+            )
+            lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
 
         sampled = prefix < ref_lengths
         hyp_lengths = hyps.ne(pad).sum(1)
@@ -330,6 +343,16 @@ class MixerCriterion(FairseqCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def sample_in_eval_mode(model, encoder_out, sampling: tuple) -> torch.Tensor:
+    """`sample_after_prefix` with the decoder in eval mode (no dropout), then back."""
+    was_training = model.decoder.training
+    model.decoder.eval()
+    try:
+        return sample_after_prefix(model, encoder_out, *sampling)
+    finally:
+        model.decoder.train(was_training)
 
 
 def fit_width(tokens: torch.Tensor, width: int, pad: int) -> torch.Tensor:

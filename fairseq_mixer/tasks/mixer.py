@@ -21,6 +21,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from fairseq_mixer.decoder_features import check_incremental_decoder, decoder_feature_dim
 from fairseq_mixer.greedy_generator import build_greedy_generator
+from fairseq_mixer.sampling import samples_in_training_pass
 from fairseq_mixer.schedule import PLACEMENTS, MixerStage, check_schedule_options, mixer_stage
 from fairseq_mixer.validation_rouge import ROUGE_TYPES, rouge_sums
 
@@ -166,6 +167,7 @@ class MixerTask(TranslationTask):
         self.trains_with_mixer = getattr(cfg, "_name", None) == "mixer"
         if self.trains_with_mixer:
             check_incremental_decoder(self._model)
+            samples_in_training_pass(self._model.decoder, cfg.mixer_rollout)
         return super().build_criterion(cfg)
 
     def begin_epoch(self, epoch, model):
