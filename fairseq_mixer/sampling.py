@@ -140,7 +140,7 @@ def sample_and_score_after_prefix(
     outputs = _StepOutputs()
     _decode(batch, tokens, generator, pad, eos, outputs)
     hyps = _trimmed(tokens[:, 1:], pad)
-    features, lprobs = outputs.stacked(tokens.size(0), hyps.size(1))
+    features, lprobs = outputs.stacked(hyps.ne(pad).sum(1), hyps.size(1))
     return hyps, features, lprobs
 
 
@@ -166,8 +166,7 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs) -> None:
             features = features[:, -1, :]
             logits = model.decoder.output_layer(features.unsqueeze(1))
             lprobs = model.get_normalized_probs((logits, None), log_probs=True)[:, 0, :]
-            running = batch.active.nonzero().squeeze(1)
-            outputs.add(batch.rows[running], step, features[running], lprobs[running])
+            outputs.add(batch.rows, step, features, lprobs)
             probs = lprobs[drawing].detach().exp() if drawing.numel() > 0 else None
         if probs is not None:
             probs = probs.float()
@@ -185,7 +184,11 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs) -> None:
 
 
 class _StepOutputs:
-    """Per-step decoder features and log-probabilities of the rows that ran, to be stacked."""
+    """Per-step decoder features and log-probabilities of the rows that ran, to be stacked.
+
+    Rows that finished stay in the decoding batch until it is compacted; their outputs past
+    the end are dropped when stacking, by one mask instead of an index per step.
+    """
 
     def __init__(self):
         self.rows: list[torch.Tensor] = []
@@ -199,11 +202,13 @@ class _StepOutputs:
         self.features.append(features)
         self.lprobs.append(lprobs)
 
-    def stacked(self, batch: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """([batch, width, d], [batch, width, V]): one differentiable scatter each."""
-        where = torch.cat(self.rows) * width + torch.cat(self.steps)
+    def stacked(self, lengths: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, width, d], [B, width, V]) of rows with `lengths` [B]: one scatter each."""
+        rows, steps = torch.cat(self.rows), torch.cat(self.steps)
+        ran = steps < lengths[rows]
+        where = (rows * width + steps)[ran]
         return tuple(
-            _scattered(torch.cat(parts), where, batch, width)
+            _scattered(torch.cat(parts)[ran], where, lengths.size(0), width)
             for parts in (self.features, self.lprobs)
         )
 

@@ -14,6 +14,7 @@ both alike, it measures:
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR]
                                          [--device cpu|cuda] [--threads N]
+                                         [--rollout auto|one_pass|two_pass]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
 """
@@ -60,6 +61,7 @@ from fairseq.tasks.translation import TranslationTask
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
 from fairseq_mixer.rewards import get_reward
+from fairseq_mixer.sampling import ROLLOUTS
 from fairseq_mixer.schedule import teacher_forced_lengths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +207,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument(
+        "--rollout", choices=ROLLOUTS, default="auto",
+        help="MIXER's --mixer-rollout (auto: one_pass for the LSTM, two_pass for the transformer)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
@@ -269,8 +275,10 @@ def parse_config(data: Path, flags: list[str], device: str):
     return convert_namespace_to_omegaconf(args)
 
 
-def make_job(data: Path, arch: str, settings: Settings, device: str, threads: int) -> Job:
-    flags = {"mixer": MIXER_FLAGS, "xent": XENT_FLAGS}
+def make_job(
+    data: Path, arch: str, settings: Settings, device: str, threads: int, rollout: str = "auto"
+) -> Job:
+    flags = {"mixer": [*MIXER_FLAGS, "--mixer-rollout", rollout], "xent": XENT_FLAGS}
     configs = {method: parse_config(data, ARCHS[arch] + flags[method], device) for method in flags}
     return Job(arch, configs, settings, device, threads)
 
@@ -446,8 +454,9 @@ class PhaseClock:
 
 MIXER_PHASES = {
     "encoder": "encoder forward",
-    "sampling": "sampling loop (sample_after_prefix, no_grad)",
-    "teacher_forced": "teacher-forced pass (decoder_features_and_output)",
+    "rollout": "one-pass rollout (sample_and_score_after_prefix, with grad)",
+    "sampling": "two-pass: sampling loop (sample_after_prefix, no_grad)",
+    "teacher_forced": "two-pass: teacher-forced pass (decoder_features_and_output)",
     "reward": "reward (mixer_bleu)",
     "rest_of_forward": "log-softmax, losses, baseline, logging",
     "backward": "backward",
@@ -462,7 +471,8 @@ def watch_mixer_internals(bench: Bench, clock: PhaseClock) -> contextlib.ExitSta
     encoder = bench.model.encoder
     targets = [
         (encoder, "forward", "encoder"),
-        (mixer_criterion_module, "sample_after_prefix", "sampling"),
+        (mixer_criterion_module, "sample_and_score_after_prefix", "rollout"),
+        (mixer_criterion_module, "sample_in_eval_mode", "sampling"),
         (mixer_criterion_module, "decoder_features_and_output", "teacher_forced"),
         (criterion, "reward", "reward"),
     ]
@@ -480,8 +490,8 @@ def phase_breakdown(bench: Bench, settings: Settings) -> dict:
         for number in range(settings.phase_updates):
             batch = bench.batches[number % len(bench.batches)]
             update(bench, "mixer", batch, first_number + number, clock.phase)
-    seconds = dict(clock.seconds)
-    inner = ("encoder", "sampling", "teacher_forced", "reward")
+    seconds = defaultdict(float, clock.seconds)
+    inner = ("encoder", "rollout", "sampling", "teacher_forced", "reward")
     seconds["rest_of_forward"] = seconds.pop("forward") - sum(seconds[name] for name in inner)
     total = sum(seconds.values())
     return {
@@ -882,6 +892,8 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
     rows.append(("  LSTM: sampled / reference tokens per MIXER update", tokens, "", ""))
     for name, label in MIXER_PHASES.items():
         phase = results["phases"][name]
+        if phase["ms_per_update"] == 0:
+            continue  # a phase of the other rollout
         measured = f"{phase['ms_per_update']:.1f} ms ({100 * phase['share']:.0f}%)"
         rows.append((f"  LSTM MIXER update: {label}", measured, "", ""))
     return rows
@@ -976,7 +988,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "data": data,
         "settings": asdict(settings),
         "models": ARCH_LABELS,
-        "mixer_flags": " ".join(MIXER_FLAGS),
+        "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
         "xent_flags": " ".join(XENT_FLAGS),
         "optimizer": f"SGD lr {LEARNING_RATE}, gradient norm clipped at {CLIP_NORM}",
         "pretraining": f"XENT with Adam, lr {PRETRAIN_LEARNING_RATE}",
@@ -1006,7 +1018,10 @@ def measure(
 ) -> dict:
     """All four measurements, on briefly trained models; memory before the timings, so that
     its children never overlap one."""
-    jobs = {arch: make_job(data, arch, settings, args.device, args.threads) for arch in ARCHS}
+    jobs = {
+        arch: make_job(data, arch, settings, args.device, args.threads, args.rollout)
+        for arch in ARCHS
+    }
     benches, jobs, training = trained_benches(jobs, scratch)
     memory = measure_memory(memory_context, jobs)
     prepare_process(args.threads)
