@@ -145,7 +145,12 @@ def sample_and_score_after_prefix(
 
 
 def _decode(batch, tokens, generator, pad: int, eos: int, outputs) -> None:
-    """The decoding loop of both rollouts; with `outputs`, every active row's step is kept."""
+    """The decoding loop of both rollouts.
+
+    Without `outputs` (no_grad): only the rows that draw are projected onto the vocabulary.
+    With `outputs` (one pass, with grad): every row is, and each step's features and
+    log-probabilities are kept for the losses.
+    """
     model = batch.model
     for step in range(tokens.size(1) - 1):
         work = batch.tokens[:, : step + 1]
