@@ -330,7 +330,15 @@ def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["multi30k", "multi30k_long", "multi30k_lr1e-4", "gigaword", "gigaword_lr1e-4", "demo_tiny"],
+    [
+        "multi30k",
+        "multi30k_long",
+        "multi30k_lr1e-4",
+        "multi30k_lr1e-4_long",
+        "gigaword",
+        "gigaword_lr1e-4",
+        "demo_tiny",
+    ],
 )
 def test_shipped_recipes_load(name, tmp_path):
     recipe = run_recipe.load_recipe(SCRIPTS / "recipes" / f"{name}.json", tmp_path)
