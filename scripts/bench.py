@@ -503,6 +503,33 @@ def phase_breakdown(bench: Bench, settings: Settings) -> dict:
     }
 
 
+def decoder_steps(bench: Bench) -> dict:
+    """Decoder steps over the bench's batches: a MIXER update decodes until the longest
+    sample of its batch ends, an XENT update until the longest reference does."""
+    widths: list[int] = []
+
+    def recording(function: Callable) -> Callable:
+        def recorded(*args, **kwargs):
+            result = function(*args, **kwargs)
+            widths.append((result[0] if isinstance(result, tuple) else result).size(1))
+            return result
+
+        return recorded
+
+    criterion = bench.criteria["mixer"]
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for name in ("sample_and_score_after_prefix", "sample_in_eval_mode"):
+            original = getattr(mixer_criterion_module, name)
+            stack.enter_context(
+                mock.patch.object(mixer_criterion_module, name, recording(original))
+            )
+        for number, batch in enumerate(bench.batches):
+            criterion.set_mixer_stage(bench.task.stage, number)
+            criterion(bench.model, batch)
+    references = sum(batch["target"].size(1) for batch in bench.batches)
+    return {"mixer": sum(widths), "xent": references, "batches": len(bench.batches)}
+
+
 def profile_operators(bench: Bench, number: int, top: int = 12) -> list[dict]:
     """torch.profiler's busiest operators, by self time, in one MIXER update.
 
@@ -890,6 +917,11 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
     lstm = results["update"]["lstm"]
     tokens = f"{lstm['sampled_tokens_per_update']:.0f} / {lstm['reference_tokens_per_update']:.0f}"
     rows.append(("  LSTM: sampled / reference tokens per MIXER update", tokens, "", ""))
+    steps = results["decoder_steps"]
+    rows.append((
+        f"  LSTM: decoder steps over the {steps['batches']} batches: MIXER / XENT",
+        f"{steps['mixer']} / {steps['xent']} = {steps['mixer'] / steps['xent']:.2f}x", "", "",
+    ))  # fmt: skip
     for name, label in MIXER_PHASES.items():
         phase = results["phases"][name]
         if phase["ms_per_update"] == 0:
@@ -1035,6 +1067,7 @@ def measure(
         "pretraining": training,
         "update": updates,
         "phases": phase_breakdown(lstm, settings),
+        "decoder_steps": decoder_steps(lstm),
         "profile": profile_operators(lstm, settings.warmup_pairs + settings.timed_pairs),
         "reward": time_rewards(lstm, settings, updates["lstm"]["mixer_ms"]),
         "memory": memory,
