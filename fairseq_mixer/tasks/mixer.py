@@ -167,6 +167,7 @@ class MixerTask(TranslationTask):
         self.trains_with_mixer = getattr(cfg, "_name", None) == "mixer"
         if self.trains_with_mixer:
             check_incremental_decoder(self._model)
+            # refuses --mixer-rollout one_pass for a decoder that is not recurrent, now
             samples_in_training_pass(self._model.decoder, cfg.mixer_rollout)
         return super().build_criterion(cfg)
 
