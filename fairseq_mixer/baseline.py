@@ -1,4 +1,10 @@
-"""MIXER's learned baseline (spec section 4)."""
+"""The baselines of REINFORCE (spec section 4): MIXER's learned one and two later ones.
+
+- learned (the paper): a linear regressor per time step on the decoder state;
+- self-critical (Rennie et al. 2017): the reward of the greedy continuation of the same
+  prefix, computed by the criterion and spread over the positions by `sentence_baseline`;
+- leave-one-out (Kool et al. 2019): the mean reward of the other samples of the source.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +43,23 @@ class StepBaseline(nn.Module):
         weight = self.weight[heads].to(features.dtype)
         bias = self.bias_scale * self.bias[heads].to(features.dtype)
         return (features.detach() * weight).sum(-1) + bias
+
+
+def leave_one_out_baseline(rewards: torch.Tensor, samples_per_source: int) -> torch.Tensor:
+    """For each of K samples of a source, the mean reward of the other K - 1 (Kool et al.).
+
+    `rewards` [B * K] holds the K samples of a source next to each other; returns [B * K].
+    The baseline of a sample never depends on that sample, so the gradient stays unbiased.
+    """
+    k = samples_per_source
+    if k < 2:
+        raise ValueError(f"a leave-one-out baseline needs at least 2 samples per source (got {k})")
+    if rewards.numel() % k:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {k}")
+    grouped = rewards.view(-1, k)
+    return ((grouped.sum(1, keepdim=True) - grouped) / (k - 1)).view(-1)
+
+
+def sentence_baseline(values: torch.Tensor, width: int) -> torch.Tensor:
+    """A per-sentence baseline [B] used at every one of `width` positions: [B, width]."""
+    return values.unsqueeze(1).expand(-1, width)

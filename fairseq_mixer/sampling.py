@@ -100,6 +100,7 @@ def sample_after_prefix(
     generator: torch.Generator | None,
     pad: int,
     eos: int,
+    greedy: bool = False,
 ) -> torch.Tensor:
     """Hypotheses [B, L]: reference[:k] then samples from the model until EOS or max length.
 
@@ -107,13 +108,14 @@ def sample_after_prefix(
     the number of reference tokens fed before sampling; a sentence whose k equals its
     reference length is copied whole. The decoder runs incrementally with the encoder output
     computed once by the caller, on the sentences that still sample: copied and finished
-    ones leave the decoding batch. Positions after a sampled EOS are padding.
+    ones leave the decoding batch. Positions after a sampled EOS are padding. With `greedy`
+    every continuation takes the most probable token instead of a draw.
     """
     tokens, lengths, sampled = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     live = sampled.nonzero().squeeze(1)
     if live.numel() > 0:
         batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths)
-        _decode(batch, tokens, generator, pad, eos, outputs=None)
+        _decode(batch, tokens, generator, pad, eos, outputs=None, greedy=greedy)
     return _trimmed(tokens[:, 1:], pad)
 
 
@@ -144,7 +146,7 @@ def sample_and_score_after_prefix(
     return hyps, features, lprobs
 
 
-def _decode(batch, tokens, generator, pad: int, eos: int, outputs) -> None:
+def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool = False) -> None:
     """The decoding loop of both rollouts.
 
     Without `outputs` (no_grad): only the rows that draw are projected onto the vocabulary.
@@ -176,7 +178,7 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs) -> None:
         if probs is not None:
             probs = probs.float()
             probs[:, pad] = 0.0
-            draws = inverse_cdf_draw(probs, generator)
+            draws = probs.argmax(-1) if greedy else inverse_cdf_draw(probs, generator)
             batch.tokens[drawing, step + 1] = draws
             batch.active[drawing[draws.eq(eos)]] = False
         batch.active &= batch.lengths > step + 1

@@ -139,6 +139,7 @@ def test_generate_reads_a_mixer_checkpoint_with_safe_loading(
         (["--mixer-delta", "0"], "--mixer-delta must be >= 1"),
         (["--mixer-unroll-steps", "0"], "--mixer-unroll-steps (T) must be >= 1"),
         (["--mixer-xent-weight", "1.5"], "--mixer-xent-weight must lie in [0, 1]"),
+        (["--mixer-baseline", "leave_one_out"], "needs --mixer-samples 2 or more"),
     ],
 )
 def test_bad_flags_get_a_clear_error(synthetic_bin, tmp_path, flags, message):

@@ -6,6 +6,8 @@ import pytest
 import torch
 from harness import ARCHS, build, first_batch, grads_of, set_stage
 
+from fairseq_mixer import sampling
+
 MIXED = ["--criterion", "mixer", "--mixer-xent-epochs", "1", "--mixer-epochs-per-stage", "1",
          "--mixer-unroll-steps", "6", "--mixer-delta", "3"]  # fmt: skip
 
@@ -171,3 +173,63 @@ def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(syntheti
     assert grads_1.keys() == grads_2.keys()
     for name, grad in grads_1.items():
         assert torch.allclose(grad, grads_2[name], rtol=1e-4, atol=1e-6), name
+
+
+def argmax_draws(monkeypatch) -> None:
+    """Make every draw the most probable token, so that samples are greedy continuations."""
+    monkeypatch.setattr(sampling, "inverse_cdf_draw", lambda probs, generator: probs.argmax(-1))
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_self_critical_baseline_is_the_reward_of_the_greedy_continuation(
+    synthetic_bin, arch, monkeypatch
+):
+    """With draws forced to the argmax, every sample is the greedy continuation of its
+    prefix: the self-critical baseline then equals the reward and REINFORCE vanishes."""
+    _, task, model, criterion = build(
+        synthetic_bin, ARCHS[arch] + MIXED + ["--mixer-baseline", "self_critical"]
+    )
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=2)
+    model.train()
+    argmax_draws(monkeypatch)
+    loss, _, log = criterion(model, sample)
+    assert log["rl_tokens"] > 0 and float(log["reward"]) > 0
+    assert float(log["reinforce_loss"]) == 0 and float(log["baseline_sq_err"]) == 0
+    loss.backward()
+    assert not grads_of(criterion)  # the learned baseline is not used
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_several_samples_per_source_with_a_leave_one_out_baseline(synthetic_bin, arch, monkeypatch):
+    flags = ARCHS[arch] + MIXED + ["--mixer-baseline", "leave_one_out", "--mixer-samples", "3"]
+    _, task, model, criterion = build(synthetic_bin, flags)
+    sample = first_batch(task)
+    set_stage(task, criterion, epoch=2)
+    model.train()
+    loss, sample_size, log = criterion(model, sample)
+    assert log["nsentences"] == sample["target"].size(0)
+    assert int(log["sampled_sentences"]) > sample["target"].size(0)
+    assert torch.isfinite(loss) and float(log["baseline_sq_err"]) > 0
+    loss.backward()
+    assert grads_of(model) and not grads_of(criterion)
+
+    # Identical samples (argmax draws, no dropout): each equals the mean of the others, so
+    # REINFORCE vanishes, and three copies of a batch give the loss of one copy whose
+    # REINFORCE vanishes too (a greedy sample minus its self-critical baseline).
+    argmax_draws(monkeypatch)
+    loss, sample_size, log = criterion(model, sample)
+    assert float(log["reward"]) > 0  # the mean of the others equals the reward up to rounding
+    assert abs(float(log["reinforce_loss"])) < 1e-4 and float(log["baseline_sq_err"]) < 1e-10
+    criterion.cfg.mixer_samples, criterion.cfg.mixer_baseline = 1, "self_critical"  # also 0
+    single_loss, single_size, single_log = criterion(model, sample)
+    assert sample_size == 3 * single_size
+    assert torch.allclose(loss / sample_size, single_loss / single_size, atol=1e-6)
+    assert torch.allclose(log["reward"], 3 * single_log["reward"], atol=1e-5)
+
+
+def test_leave_one_out_needs_several_samples(synthetic_bin):
+    with pytest.raises(ValueError, match="needs --mixer-samples 2 or more"):
+        build(synthetic_bin, ARCHS["lstm"] + MIXED + ["--mixer-baseline", "leave_one_out"])
+    with pytest.raises(ValueError, match="--mixer-samples must be >= 1"):
+        build(synthetic_bin, ARCHS["lstm"] + MIXED + ["--mixer-samples", "0"])

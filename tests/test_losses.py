@@ -1,8 +1,9 @@
 """The loss pieces against hand computations on a tiny softmax policy."""
 
+import pytest
 import torch
 
-from fairseq_mixer.baseline import StepBaseline
+from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
 
 
@@ -99,3 +100,19 @@ def test_baseline_bias_scale_keeps_the_start_value_and_moves_the_bias_faster():
         optimizer.step()
         moved.append((baseline.bias * scale - 0.01).abs().mean().item())
     assert abs(moved[0] - 1e-3) < 1e-5 and abs(moved[1] - 0.1) < 1e-3
+
+
+def test_leave_one_out_baseline_is_the_mean_of_the_other_samples():
+    rewards = torch.tensor([0.2, 0.5, 0.8, 0.1, 0.1, 0.4])  # two sources, three samples each
+    expected = torch.tensor([0.65, 0.5, 0.35, 0.25, 0.25, 0.1])
+    assert torch.allclose(leave_one_out_baseline(rewards, 3), expected)
+    assert torch.allclose(leave_one_out_baseline(rewards, 2), rewards.view(3, 2).flip(1).view(-1))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        leave_one_out_baseline(rewards, 1)
+    with pytest.raises(ValueError, match="groups of 4"):
+        leave_one_out_baseline(rewards, 4)
+
+
+def test_sentence_baseline_is_the_same_at_every_position():
+    baselines = sentence_baseline(torch.tensor([0.3, 0.7]), width=4)
+    assert baselines.shape == (2, 4) and baselines[1].eq(0.7).all() and baselines[0].eq(0.3).all()

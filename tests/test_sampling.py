@@ -132,3 +132,31 @@ def test_one_pass_rollout_needs_a_recurrent_decoder(synthetic_bin):
         )
     _, _, model, _ = build(synthetic_bin, ARCHS["fconv"] + ["--criterion", "mixer"])
     assert not samples_in_training_pass(model.decoder, "auto")
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_greedy_continuation_takes_the_most_probable_token(synthetic_bin, arch):
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    ref_lengths = target.ne(pad).sum(1)
+    prefix = torch.minimum(torch.full_like(ref_lengths, 2), ref_lengths - 1)
+    net_input = sample["net_input"]
+    model.eval()
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        hyps = sample_after_prefix(
+            model, encoder_out, target, prefix, ref_lengths + 3, None, pad, eos, greedy=True
+        )
+        decoder_out = model.decoder(shift_right(hyps, eos, pad), encoder_out=encoder_out)
+        lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+    lprobs[:, :, pad] = -float("inf")
+    positions = torch.arange(hyps.size(1))
+    continued = (positions >= prefix.unsqueeze(1)) & hyps.ne(pad)
+    assert continued.sum() > len(prefix)
+    assert torch.equal(hyps[continued], lprobs.argmax(-1)[continued])
+    assert torch.equal(
+        hyps[:, :2][prefix.unsqueeze(1).gt(positions[:2])],
+        target[:, :2][prefix.unsqueeze(1).gt(positions[:2])],
+    )

@@ -335,9 +335,11 @@ def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
         "multi30k_long",
         "multi30k_lr1e-4",
         "multi30k_lr1e-4_long",
+        "multi30k_self_critical",
         "gigaword",
         "gigaword_lr1e-4",
         "gigaword_lr1e-4_long",
+        "gigaword_self_critical",
         "demo_tiny",
     ],
 )

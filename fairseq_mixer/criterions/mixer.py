@@ -20,12 +20,13 @@ from fairseq.logging import metrics
 from omegaconf import II
 from torch.nn.parallel import DistributedDataParallel
 
-from fairseq_mixer.baseline import StepBaseline
+from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
 from fairseq_mixer.decoder_features import decoder_features_and_output
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
 from fairseq_mixer.rewards import REWARD_NAMES, get_reward
 from fairseq_mixer.sampling import (
     ROLLOUTS,
+    reordered_encoder_out,
     sample_after_prefix,
     sample_and_score_after_prefix,
     samples_in_training_pass,
@@ -36,6 +37,7 @@ from fairseq_mixer.schedule import MixerStage, loss_masks, teacher_forced_length
 logger = logging.getLogger(__name__)
 
 LOSS_SCALINGS = ("normalized", "release")
+BASELINES = ("learned", "self_critical", "leave_one_out")
 
 
 @dataclass
@@ -76,6 +78,22 @@ class MixerCriterionConfig(FairseqDataclass):
     )
     mixer_baseline_weight: float = field(
         default=0.01, metadata={"help": "weight of 1/2 sum (b_t - R)^2 (release: 0.01)"}
+    )
+    mixer_baseline: ChoiceEnum(BASELINES) = field(
+        default="learned",
+        metadata={
+            "help": "what REINFORCE subtracts from the reward: learned (the paper's per-step "
+            "regressor on the decoder state), self_critical (the reward of the greedy "
+            "continuation of the same prefix: one more decoding pass, without grad), or "
+            "leave_one_out (the mean reward of the other --mixer-samples samples of the source)"
+        },
+    )
+    mixer_samples: int = field(
+        default=1,
+        metadata={
+            "help": "samples drawn per source sentence, each one more rollout "
+            "(leave_one_out needs at least 2)"
+        },
     )
     mixer_rollout: ChoiceEnum(ROLLOUTS) = field(
         default="auto",
@@ -121,6 +139,13 @@ def check_criterion_options(cfg: MixerCriterionConfig) -> None:
         )
     if cfg.mixer_baseline_weight < 0:
         raise ValueError(f"--mixer-baseline-weight must be >= 0 (got {cfg.mixer_baseline_weight})")
+    if cfg.mixer_samples < 1:
+        raise ValueError(f"--mixer-samples must be >= 1 (got {cfg.mixer_samples})")
+    if cfg.mixer_baseline == "leave_one_out" and cfg.mixer_samples < 2:
+        raise ValueError(
+            "--mixer-baseline leave_one_out averages the other samples of a source: it needs "
+            f"--mixer-samples 2 or more (got {cfg.mixer_samples})"
+        )
     if cfg.mixer_sample_len_a < 0 or cfg.mixer_sample_len_b < 0:
         raise ValueError("--mixer-sample-len-a and --mixer-sample-len-b must be >= 0")
     if not 0.0 <= cfg.label_smoothing < 1.0:
@@ -217,7 +242,7 @@ class MixerCriterion(FairseqCriterion):
     def _mixer_step(self, model, sample):
         check_data_parallel_backend(model)
         net_input, target = sample["net_input"], sample["target"]
-        pad, stage = self.padding_idx, self.stage
+        pad, stage, samples = self.padding_idx, self.stage, self.cfg.mixer_samples
         overlap = 1 if self.release_scaling else 0
         encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
 
@@ -225,10 +250,23 @@ class MixerCriterion(FairseqCriterion):
         prefix = teacher_forced_lengths(
             ref_lengths, stage.s, self.unroll_steps, self.placement, overlap
         )
+        max_lengths = self._max_sample_lengths(ref_lengths, net_input["src_lengths"])
+        greedy_rewards = None
+        if self.cfg.mixer_baseline == "self_critical":
+            greedy_rewards = self._greedy_rewards(model, encoder_out, target, prefix, max_lengths)
+        if samples > 1:
+            copies = torch.arange(target.size(0), device=target.device)
+            copies = copies.repeat_interleave(samples)
+            encoder_out = reordered_encoder_out(model.encoder, encoder_out, copies)
+            target, ref_lengths, prefix, max_lengths = (
+                t.index_select(0, copies) for t in (target, ref_lengths, prefix, max_lengths)
+            )
+            if greedy_rewards is not None:
+                greedy_rewards = greedy_rewards.index_select(0, copies)
         sampling = (
             target,
             prefix,
-            self._max_sample_lengths(ref_lengths, net_input["src_lengths"]),
+            max_lengths,
             self._generator(sample, target.device),
             pad,
             self.eos,
@@ -251,18 +289,31 @@ class MixerCriterion(FairseqCriterion):
         token_losses, nll = token_nll(lprobs, reference, self.cfg.label_smoothing)
         hyp_logprobs = lprobs.gather(-1, hyps.unsqueeze(-1)).squeeze(-1)
         rewards = self.reward(hyps, target, start=prefix).to(lprobs.dtype)
-        baselines = self.baseline(features)
+        if self.cfg.mixer_baseline == "learned":
+            baselines = self.baseline(features)
+        else:
+            subtracted = (
+                greedy_rewards.to(lprobs.dtype)
+                if greedy_rewards is not None
+                else leave_one_out_baseline(rewards, samples)
+            )
+            baselines = sentence_baseline(subtracted, hyps.size(1))
 
         xent = xent_loss(token_losses, xent_mask, per_step_mean=self.release_scaling)
         reinforce = reinforce_loss(hyp_logprobs, rewards, baselines, rl_mask)
         baseline_err = baseline_loss(baselines, rewards, rl_mask)
-        loss = mixer_loss(
-            xent, reinforce, baseline_err, stage.xent_weight, self.cfg.mixer_baseline_weight
+        if self.release_scaling:
+            # the release sums REINFORCE over the sources of a batch, not over their samples
+            reinforce, baseline_err = reinforce / samples, baseline_err / samples
+        baseline_weight = (
+            self.cfg.mixer_baseline_weight if self.cfg.mixer_baseline == "learned" else 0.0
         )
+        loss = mixer_loss(xent, reinforce, baseline_err, stage.xent_weight, baseline_weight)
 
         xent_tokens = xent_mask.sum()
         rl_tokens = rl_mask.sum()
         sample_size = 1 if self.release_scaling else int(xent_tokens + rl_tokens)
+        nsentences = sample["target"].size(0)
         logging_output = {
             "loss": loss.data,
             "nll_loss": (nll * xent_mask).sum().data,
@@ -275,11 +326,21 @@ class MixerCriterion(FairseqCriterion):
             "baseline_sq_err": (2.0 * baseline_err).data,
             "hyp_tokens": hyp_lengths.sum().data,
             "ntokens": sample["ntokens"],
-            "nsentences": target.size(0),
+            "nsentences": nsentences,
             "sample_size": sample_size,
-            **self._stage_log(target.size(0)),
+            **self._stage_log(nsentences),
         }
         return loss, sample_size, logging_output
+
+    def _greedy_rewards(self, model, encoder_out, target, prefix, max_lengths) -> torch.Tensor:
+        """Rewards [B] of the greedy continuations of the prefixes: the self-critical baseline."""
+        greedy = sample_in_eval_mode(
+            model,
+            encoder_out,
+            (target, prefix, max_lengths, None, self.padding_idx, self.eos),
+            greedy=True,
+        )
+        return self.reward(greedy, target, start=prefix)
 
     def _stage_log(self, nsentences: int) -> dict:
         return {
@@ -345,12 +406,12 @@ class MixerCriterion(FairseqCriterion):
         return True
 
 
-def sample_in_eval_mode(model, encoder_out, sampling: tuple) -> torch.Tensor:
+def sample_in_eval_mode(model, encoder_out, sampling: tuple, greedy: bool = False) -> torch.Tensor:
     """`sample_after_prefix` with the decoder in eval mode (no dropout), then back."""
     was_training = model.decoder.training
     model.decoder.eval()
     try:
-        return sample_after_prefix(model, encoder_out, *sampling)
+        return sample_after_prefix(model, encoder_out, *sampling, greedy=greedy)
     finally:
         model.decoder.train(was_training)
 
