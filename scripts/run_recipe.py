@@ -50,6 +50,7 @@ PLUGIN = REPO / "fairseq_mixer"
 BIN = Path(sys.executable).parent
 STEPS = ("data", "xent", "mixer", "xent_more", "evaluate", "plot")
 TRAIN_STEPS = ("xent", "mixer", "xent_more")
+FINETUNE_STEPS = ("mixer", "xent_more")
 DERIVED_STEPS = ("evaluate", "plot")
 DEFAULT_NAMES = {"xent": "XENT", "mixer": "MIXER", "xent_more": "XENT, more epochs"}
 REQUIRED_KEYS = ("data", "train", "model", "xent", "mixer", "xent_more", "evaluate")
@@ -362,6 +363,12 @@ def share_xent(recipe_path: Path, workdir: Path, other: Path, cpu: bool) -> None
         write_marker(workdir, step, step_commands(own, step, workdir, cpu), 0.0)
 
 
+def with_seed(recipe: dict, seed: int) -> dict:
+    """The recipe with `--seed seed` last in the MIXER and XENT-more steps (fairseq takes the
+    last value): repeats of a comparison from the same XENT model, which keeps its own seed."""
+    return {**recipe, **{step: [*recipe[step], "--seed", str(seed)] for step in FINETUNE_STEPS}}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -375,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="link the data and XENT steps of another workdir of this recipe's data and XENT "
         "settings (to try other MIXER settings from the same XENT model)",
     )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int,
+        help="seed of the mixer and xent_more steps, replacing the recipe's there (the xent "
+        "step keeps its own, so --share-xent-from still applies): to repeat a comparison",
+    )  # fmt: skip
     return parser
 
 
@@ -384,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         steps = parse_steps(args.steps)
         recipe = load_recipe(args.recipe, workdir)
+        if args.seed is not None:
+            recipe = with_seed(recipe, args.seed)
         workdir.mkdir(parents=True, exist_ok=True)
         if args.share_xent_from is not None:
             share_xent(args.recipe, workdir, args.share_xent_from, args.cpu)

@@ -372,3 +372,12 @@ def test_demo_tiny_recipe_end_to_end(tmp_path, monkeypatch):
     ]
     assert "| MIXER | test | 1 |" in (workdir / "results.md").read_text()
     assert '"mixer_s"' in (workdir / "mixer.log").read_text()
+
+
+def test_seed_option_reseeds_the_fine_tuning_steps_only(tmp_path):
+    workdir = tmp_path / "work"
+    recipe = run_recipe.with_seed(run_recipe.load_recipe(fake_recipe(tmp_path), workdir), 7)
+    for step in ("mixer", "xent_more"):
+        command = run_recipe.train_command(recipe, step, workdir, cpu=False)
+        assert command[command.index("--seed") :][:2] == ["--seed", "7"]
+    assert "--seed" not in run_recipe.train_command(recipe, "xent", workdir, cpu=False)
