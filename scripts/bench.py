@@ -922,12 +922,13 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
         f"  LSTM: decoder steps over the {steps['batches']} batches: MIXER / XENT",
         f"{steps['mixer']} / {steps['xent']} = {steps['mixer'] / steps['xent']:.2f}x", "", "",
     ))  # fmt: skip
-    for name, label in MIXER_PHASES.items():
-        phase = results["phases"][name]
-        if phase["ms_per_update"] == 0:
-            continue  # a phase of the other rollout
-        measured = f"{phase['ms_per_update']:.1f} ms ({100 * phase['share']:.0f}%)"
-        rows.append((f"  LSTM MIXER update: {label}", measured, "", ""))
+    for arch in ARCHS:
+        for name, label in MIXER_PHASES.items():
+            phase = results["phases"][arch][name]
+            if phase["ms_per_update"] == 0:
+                continue  # a phase of the other rollout
+            measured = f"{phase['ms_per_update']:.1f} ms ({100 * phase['share']:.0f}%)"
+            rows.append((f"  {arch} MIXER update: {label}", measured, "", ""))
     return rows
 
 
@@ -1066,7 +1067,7 @@ def measure(
     return {
         "pretraining": training,
         "update": updates,
-        "phases": phase_breakdown(lstm, settings),
+        "phases": {arch: phase_breakdown(bench, settings) for arch, bench in benches.items()},
         "decoder_steps": decoder_steps(lstm),
         "profile": profile_operators(lstm, settings.warmup_pairs + settings.timed_pairs),
         "reward": time_rewards(lstm, settings, updates["lstm"]["mixer_ms"]),
