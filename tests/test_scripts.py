@@ -341,6 +341,7 @@ def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
         "gigaword_lr1e-4_long",
         "gigaword_lr1e-4_16ep",
         "gigaword_self_critical",
+        "gigaword_leave_one_out",
         "demo_tiny",
     ],
 )
