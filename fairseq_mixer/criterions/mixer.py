@@ -289,15 +289,7 @@ class MixerCriterion(FairseqCriterion):
         token_losses, nll = token_nll(lprobs, reference, self.cfg.label_smoothing)
         hyp_logprobs = lprobs.gather(-1, hyps.unsqueeze(-1)).squeeze(-1)
         rewards = self.reward(hyps, target, start=prefix).to(lprobs.dtype)
-        if self.cfg.mixer_baseline == "learned":
-            baselines = self.baseline(features)
-        else:
-            subtracted = (
-                greedy_rewards.to(lprobs.dtype)
-                if greedy_rewards is not None
-                else leave_one_out_baseline(rewards, samples)
-            )
-            baselines = sentence_baseline(subtracted, hyps.size(1))
+        baselines = self._baselines(features, rewards, greedy_rewards)
 
         xent = xent_loss(token_losses, xent_mask, per_step_mean=self.release_scaling)
         reinforce = reinforce_loss(hyp_logprobs, rewards, baselines, rl_mask)
@@ -331,6 +323,16 @@ class MixerCriterion(FairseqCriterion):
             **self._stage_log(nsentences),
         }
         return loss, sample_size, logging_output
+
+    def _baselines(self, features, rewards, greedy_rewards) -> torch.Tensor:
+        """b [B, L] of `--mixer-baseline`: learned per step, or one value per sentence."""
+        if self.cfg.mixer_baseline == "learned":
+            return self.baseline(features)
+        if self.cfg.mixer_baseline == "self_critical":
+            per_sentence = greedy_rewards.to(rewards.dtype)
+        else:
+            per_sentence = leave_one_out_baseline(rewards, self.cfg.mixer_samples)
+        return sentence_baseline(per_sentence, features.size(1))
 
     def _greedy_rewards(self, model, encoder_out, target, prefix, max_lengths) -> torch.Tensor:
         """Rewards [B] of the greedy continuations of the prefixes: the self-critical baseline."""
