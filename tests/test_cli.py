@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from cli_runs import BIN, MIXER, PLUGIN, fairseq_train, log_records
+from cli_runs import BIN, COMMON, MIXER, PLUGIN, TINY_LSTM, fairseq_train, log_records
 from conftest import run_tool
 
 import fairseq_mixer  # noqa: F401  (allow-lists what fairseq checkpoints hold)
@@ -179,3 +179,37 @@ def test_validation_bleu_and_rouge_and_a_schedule_counted_in_updates(synthetic_b
     assert (tmp_path / "checkpoint_best.pt").exists()
     stage = torch.load(tmp_path / "checkpoint_last.pt")["task_state"]["mixer_stage"]
     assert stage == {"index": 2, "s": 2, "xent_weight": 0.5}
+
+
+def test_bf16_flag_keeps_tpu_off_unless_asked():
+    from argparse import Namespace
+
+    from fairseq_mixer.train_cli import bf16_without_tpu
+
+    assert not bf16_without_tpu(Namespace(bf16=True, tpu=True), ["--bf16"]).tpu
+    assert bf16_without_tpu(Namespace(bf16=True, tpu=True), ["--bf16", "--tpu"]).tpu
+    assert bf16_without_tpu(Namespace(bf16=False, tpu=True), ["--tpu"]).tpu
+
+
+def test_mixer_trains_in_bfloat16_through_fairseq_mixer_train(
+    synthetic_bin, xent_checkpoint, tmp_path
+):
+    """fairseq-train's --bf16 means a TPU; fairseq-mixer-train runs it here, on the CPU, with
+    fairseq's own bfloat16 path (model and criterion cast, float32 master weights)."""
+    plain = fairseq_train(
+        synthetic_bin, tmp_path / "plain", "--bf16", "--max-update", "1", check=False
+    )
+    assert plain.returncode != 0 and "xla" in (plain.stdout + plain.stderr).lower()
+    args = [str(BIN / "fairseq-mixer-train"), str(synthetic_bin), *COMMON, *TINY_LSTM, *MIXER,
+            "--bf16", "--finetune-from-model", str(xent_checkpoint), "--max-epoch", "1",
+            "--save-dir", str(tmp_path / "bf16")]  # fmt: skip
+    proc = run_tool(args)
+    inner = log_records(proc, "train_inner")
+    assert inner and all(
+        torch.isfinite(torch.tensor(float(r[key])))
+        for r in inner
+        for key in ("loss", "reinforce_loss", "reward", "baseline_mse")
+    )
+    state = torch.load(tmp_path / "bf16" / "checkpoint_last.pt", map_location="cpu")
+    assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
+    assert state["optimizer_history"][-1]["optimizer_name"] == "FP16Optimizer"
