@@ -1,31 +1,87 @@
 #!/bin/bash
-# The GPU checks of docs/performance.md, as run on the lent H100 (Python 3.12, torch 2.11, no
-# network): builds fairseq-fixed's two Cython extensions from its sdist, trains MIXER with --fp16
-# and --bf16 on synthetic data, then runs the full benchmark on CUDA. Results go to $OUT.
-# Prepare the offline packages in .whl/ (git-ignored) on a machine with pip access:
+# The GPU checks of docs/performance.md and docs/results.md, in one call of the lent GPU
+# machine (Python 3.12, torch with CUDA, no network), within GPU_CHECK_SECONDS (default 555):
+#   1. builds fairseq-fixed's two Cython extensions from its sdist and installs the wheels in .whl/;
+#   2. the Multi30k recipe with the larger model (scripts/recipes/multi30k_gpu.json): XENT, then
+#   3. MIXER from that XENT model for 1 epoch with --bf16 (fairseq-mixer-train) and --fp16, then
+#      the recipe's MIXER, its XENT control and the evaluation at beams 1/5/10 on test (2016)
+#      and test1 (2017);
+#   4. the benchmark on CUDA, full when time is left, else --quick.
+# Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
+# Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#       --platform any -d .whl hydra-core==1.3.2 omegaconf==2.3.0 bitarray nltk
+#       --platform any -d .whl hydra-core==1.3.2 omegaconf==2.3.0 bitarray nltk sacrebleu==2.6.0
 #   .venv/bin/python -m pip download --no-deps --no-build-isolation --no-binary=:all: -d .whl \
 #       antlr4-python3-runtime==4.9.3 fairseq-fixed==0.12.3.1 rouge-score==0.1.2
-# then run `OUT=DIR bash scripts/gpu/check.sh` from the repository root on the GPU machine.
+# and carry the binarised Multi30k of `run_recipe.py scripts/recipes/multi30k.json` (its data
+# step) as work/multi30k/data. Run from the repository root:
+#   OUT=DIR bash scripts/gpu/check.sh
+# DEVICE=cpu PY=.venv/bin/python runs the same plumbing on a CPU (with RECIPE=another recipe).
 set -u
-W=$(pwd)/.whl; S=/tmp/src; HERE=$(pwd)/scripts/gpu
-unset CUDA_HOME
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $OUT/gpu.txt 2>&1
-python3 --version >> $OUT/gpu.txt; python3 -c "import torch;print('torch', torch.__version__)" >> $OUT/gpu.txt
-( set -e
-  python3 -m pip install --no-index --no-deps -q $W/*.whl $W/antlr4-python3-runtime-4.9.3.tar.gz $W/rouge_score-0.1.2.tar.gz
-  mkdir -p $S && tar xzf $W/fairseq_fixed-0.12.3.1.tar.gz -C $S
-  cd $S/fairseq_fixed-0.12.3.1 && timeout 120 python3 $HERE/build_fairseq_cython.py > $OUT/build.log 2>&1 ) || { echo INSTALL FAILED; tail -30 $OUT/build.log; }
-export PYTHONPATH=$S/fairseq_fixed-0.12.3.1:$(pwd)
-python3 -c "import fairseq, fairseq_mixer; print('fairseq', fairseq.__version__)" 2>&1 | tail -2
-T="python3 -m fairseq_cli.train"
-python3 -m data_prep.synthetic --dest /tmp/syn --train 3000 --valid 200 --test 200 --seed 1 --workers 8 > /dev/null 2>&1 || echo SYNTHETIC FAILED
-C="/tmp/syn/bin --user-dir fairseq_mixer --task mixer --arch lstm --optimizer adam --max-tokens 4000 --no-epoch-checkpoints --log-format json --log-interval 10 --seed 1 --num-workers 0 --required-batch-size-multiple 1"
-timeout 60 $T $C --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --lr 0.003 --max-epoch 4 --save-dir /tmp/xent > $OUT/xent.log 2>&1 || echo XENT FAILED
-for P in fp16 bf16; do
-  timeout 60 $T $C --criterion mixer --reward sentence_bleu --mixer-xent-epochs 0 --mixer-epochs-per-stage 1 --mixer-unroll-steps 25 --mixer-delta 8 --mixer-schedule per_sentence --mixer-baseline-bias-scale 100 --lr 0.0005 --max-epoch 3 --finetune-from-model /tmp/xent/checkpoint_best.pt --save-dir /tmp/mixer_$P --$P --ddp-backend legacy_ddp --eval-bleu --eval-bleu-detok space > $OUT/mixer_$P.log 2>&1 || echo MIXER $P FAILED
-  grep -E '"train"|"valid"' $OUT/mixer_$P.log | cut -c1-330
+T0=$(date +%s); LIMIT=${GPU_CHECK_SECONDS:-555}
+DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}; RECIPE=${RECIPE:-scripts/recipes/multi30k_gpu.json}
+REPO=$(pwd); W=$REPO/.whl; S=/tmp/src; LOGS=/tmp/gpu_logs; WORK=/tmp/m30k
+left() { echo $((T0 + LIMIT - $(date +%s))); }
+pack() { tar czf "$OUT/gpu_run.tar.gz" -C "$(dirname $LOGS)" "$(basename $LOGS)"; }
+stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
+rm -rf $LOGS $WORK && mkdir -p $LOGS $WORK
+CPU_FLAG=(); [ "$DEVICE" = cpu ] && CPU_FLAG=(--cpu)
+
+if [ "$DEVICE" = cuda ]; then
+  unset CUDA_HOME
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $LOGS/gpu.txt 2>&1
+  ( set -e
+    $PY -m pip install --no-index --no-deps -q $W/*.whl $W/antlr4-python3-runtime-4.9.3.tar.gz \
+        $W/rouge_score-0.1.2.tar.gz
+    mkdir -p $S && tar xzf $W/fairseq_fixed-0.12.3.1.tar.gz -C $S
+    cd $S/fairseq_fixed-0.12.3.1 && timeout 150 $PY $REPO/scripts/gpu/build_fairseq_cython.py
+  ) > $LOGS/install.log 2>&1 || { echo INSTALL FAILED; tail -20 $LOGS/install.log; }
+  export PYTHONPATH=$S/fairseq_fixed-0.12.3.1:$REPO
+  # run_recipe.py and evaluate.py call fairseq-train / fairseq-generate beside the interpreter.
+  BIN=$($PY -c "import os, sys; print(os.path.dirname(sys.executable))")
+  for tool in train generate; do
+    printf '#!%s\nfrom fairseq_cli.%s import cli_main\ncli_main()\n' "$BIN/$(basename $PY)" $tool \
+      > "$BIN/fairseq-$tool" && chmod +x "$BIN/fairseq-$tool"
+  done
+fi
+$PY --version >> $LOGS/gpu.txt 2>&1
+$PY -c "import torch, fairseq, sacrebleu; print('torch', torch.__version__, 'fairseq', fairseq.__version__, 'sacrebleu', sacrebleu.__version__)" >> $LOGS/gpu.txt 2>&1
+cat $LOGS/gpu.txt; pack; stamp installed
+
+# 2. XENT of the recipe with the larger model; 3. MIXER in half precision from it; then the
+# rest of the recipe (a failed step is reported and the next ones still run).
+mkdir -p $WORK && cp -r work/multi30k/data $WORK/data
+recipe_step() {
+  timeout $(left) $PY scripts/run_recipe.py $RECIPE --workdir $WORK --steps $1 "${CPU_FLAG[@]}" \
+    > $LOGS/recipe_$1.out 2>&1 || { echo "RECIPE $1 FAILED"; tail -5 $LOGS/recipe_$1.out; }
+  cp $WORK/*.log $WORK/results.* $LOGS/ 2>/dev/null
+  grep -h '| valid |' $WORK/$1.log 2>/dev/null | grep -o '"epoch": [0-9]*\|"valid_bleu": "[0-9.]*"' | paste -sd' '
+  pack; stamp "recipe step $1"
+}
+recipe_step xent
+
+# MIXER in half precision from that XENT model, one epoch (s = 22).
+FLAGS=$($PY -c "import json, sys; r = json.load(open(sys.argv[1])); print(' '.join(r['train'] + r['model'] + r['mixer']))" $RECIPE)
+for P in bf16 fp16; do
+  [ "$DEVICE" = cpu ] && [ $P = fp16 ] && continue
+  [ $(left) -lt 200 ] && { echo "no time left for --$P"; continue; }
+  TRAIN=fairseq_cli.train; [ $P = bf16 ] && TRAIN=fairseq_mixer.train_cli
+  timeout $(( $(left) < 60 ? $(left) : 60 )) $PY -m $TRAIN $WORK/data/bin --user-dir fairseq_mixer \
+    --task mixer --log-format json $FLAGS --max-epoch 1 --no-save \
+    --finetune-from-model $WORK/xent/checkpoint_best.pt --$P "${CPU_FLAG[@]}" \
+    > $LOGS/mixer_$P.log 2>&1 || { echo "MIXER --$P FAILED"; tail -5 $LOGS/mixer_$P.log; }
+  grep -E '\| (train|valid) \|' $LOGS/mixer_$P.log | cut -c1-400
+  pack; stamp "mixer --$P"
 done
-timeout 170 python3 scripts/bench.py --device cuda --json $OUT/bench_cuda_full.json > $OUT/bench_full.txt 2> $OUT/bench_full.err || { echo FULL BENCH FAILED; tail -5 $OUT/bench_full.err; }
-cat $OUT/bench_full.txt
+
+for step in mixer xent_more evaluate; do recipe_step $step; done
+cat $WORK/results.md 2>/dev/null
+
+# 4. The benchmark on this device: full when there is time for it.
+L=$(left); MODE=--quick; [ $L -gt 170 ] && MODE=
+if [ $L -gt 45 ]; then
+  timeout $((L - 5)) $PY scripts/bench.py --device $DEVICE $MODE --json $LOGS/bench.json \
+    > $LOGS/bench.txt 2> $LOGS/bench.err || { echo "BENCH FAILED"; tail -5 $LOGS/bench.err; }
+  tail -25 $LOGS/bench.txt
+fi
+pack; stamp done
