@@ -1,12 +1,13 @@
 #!/bin/bash
 # The GPU checks of docs/performance.md and docs/results.md, in one call of the lent GPU
 # machine (Python 3.12, torch with CUDA, no network), within GPU_CHECK_SECONDS (default 555):
-#   1. builds fairseq-fixed's two Cython extensions from its sdist and installs the wheels in .whl/;
+#   1. builds the extensions of fairseq-fixed it needs from its sdist, installs the wheels in .whl/;
 #   2. the Multi30k recipe with the larger model (scripts/recipes/multi30k_gpu.json): XENT, then
 #   3. MIXER from that XENT model for 1 epoch with --bf16 (fairseq-mixer-train) and --fp16, then
 #      the recipe's MIXER, its XENT control and the evaluation at beams 1/5/10 on test (2016)
 #      and test1 (2017);
 #   4. the benchmark on CUDA, full when time is left, else --quick.
+# STAGES (default "recipe bench") picks 2-3 (recipe) and 4 (bench).
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -26,6 +27,8 @@ pack() { tar czf "$OUT/gpu_run.tar.gz" -C "$(dirname $LOGS)" "$(basename $LOGS)"
 stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
 rm -rf $LOGS $WORK && mkdir -p $LOGS $WORK
 CPU_FLAG=(); [ "$DEVICE" = cpu ] && CPU_FLAG=(--cpu)
+STAGES=${STAGES:-recipe bench}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if [ "$DEVICE" = cuda ]; then
   unset CUDA_HOME
@@ -34,7 +37,7 @@ if [ "$DEVICE" = cuda ]; then
     $PY -m pip install --no-index --no-deps -q $W/*.whl $W/antlr4-python3-runtime-4.9.3.tar.gz \
         $W/rouge_score-0.1.2.tar.gz
     mkdir -p $S && tar xzf $W/fairseq_fixed-0.12.3.1.tar.gz -C $S
-    cd $S/fairseq_fixed-0.12.3.1 && timeout 150 $PY $REPO/scripts/gpu/build_fairseq_cython.py
+    cd $S/fairseq_fixed-0.12.3.1 && timeout 150 $PY $REPO/scripts/gpu/build_fairseq_extensions.py
   ) > $LOGS/install.log 2>&1 || { echo INSTALL FAILED; tail -20 $LOGS/install.log; }
   export PYTHONPATH=$S/fairseq_fixed-0.12.3.1:$REPO
   # run_recipe.py and evaluate.py call fairseq-train / fairseq-generate beside the interpreter.
@@ -45,12 +48,11 @@ if [ "$DEVICE" = cuda ]; then
   done
 fi
 $PY --version >> $LOGS/gpu.txt 2>&1
-$PY -c "import torch, fairseq, sacrebleu; print('torch', torch.__version__, 'fairseq', fairseq.__version__, 'sacrebleu', sacrebleu.__version__)" >> $LOGS/gpu.txt 2>&1
+$PY -c "import torch, fairseq, fairseq.libbleu, sacrebleu; print('torch', torch.__version__, 'fairseq', fairseq.__version__, 'sacrebleu', sacrebleu.__version__)" >> $LOGS/gpu.txt 2>&1
 cat $LOGS/gpu.txt; pack; stamp installed
 
 # 2. XENT of the recipe with the larger model; 3. MIXER in half precision from it; then the
 # rest of the recipe (a failed step is reported and the next ones still run).
-mkdir -p $WORK && cp -r work/multi30k/data $WORK/data
 recipe_step() {
   timeout $(left) $PY scripts/run_recipe.py $RECIPE --workdir $WORK --steps $1 "${CPU_FLAG[@]}" \
     > $LOGS/recipe_$1.out 2>&1 || { echo "RECIPE $1 FAILED"; tail -5 $LOGS/recipe_$1.out; }
@@ -58,6 +60,8 @@ recipe_step() {
   grep -h '| valid |' $WORK/$1.log 2>/dev/null | grep -o '"epoch": [0-9]*\|"valid_bleu": "[0-9.]*"' | paste -sd' '
   pack; stamp "recipe step $1"
 }
+if has recipe; then
+mkdir -p $WORK && cp -r work/multi30k/data $WORK/data
 recipe_step xent
 
 # MIXER in half precision from that XENT model, one epoch (s = 22).
@@ -76,10 +80,11 @@ done
 
 for step in mixer xent_more evaluate; do recipe_step $step; done
 cat $WORK/results.md 2>/dev/null
+fi
 
 # 4. The benchmark on this device: full when there is time for it.
 L=$(left); MODE=--quick; [ $L -gt 170 ] && MODE=
-if [ $L -gt 45 ]; then
+if has bench && [ $L -gt 45 ]; then
   timeout $((L - 5)) $PY scripts/bench.py --device $DEVICE $MODE --json $LOGS/bench.json \
     > $LOGS/bench.txt 2> $LOGS/bench.err || { echo "BENCH FAILED"; tail -5 $LOGS/bench.err; }
   tail -25 $LOGS/bench.txt
