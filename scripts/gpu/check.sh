@@ -6,8 +6,12 @@
 #   3. MIXER from that XENT model for 1 epoch with --bf16 (fairseq-mixer-train) and --fp16, then
 #      the recipe's MIXER, its XENT control and the evaluation at beams 1/5/10 on test (2016)
 #      and test1 (2017);
-#   4. the benchmark on CUDA, full when time is left, else --quick.
-# STAGES (default "recipe bench") picks 2-3 (recipe) and 4 (bench).
+#   4. the benchmark on CUDA, full when time is left, else --quick;
+#   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
+#      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
+#      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
+# STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
+# runs of 3 (half), 4 (bench) and 5 (start).
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -22,12 +26,14 @@ set -u
 T0=$(date +%s); LIMIT=${GPU_CHECK_SECONDS:-555}
 DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}; RECIPE=${RECIPE:-scripts/recipes/multi30k_gpu.json}
 REPO=$(pwd); W=$REPO/.whl; S=/tmp/src; LOGS=/tmp/gpu_logs; WORK=/tmp/m30k
+START_RECIPE=${START_RECIPE:-scripts/recipes/multi30k.json}; START_WORK=/tmp/m30k_start
 left() { echo $((T0 + LIMIT - $(date +%s))); }
-pack() { tar czf "$OUT/gpu_run.tar.gz" -C "$(dirname $LOGS)" "$(basename $LOGS)"; }
+# pack may run in two processes at once (stage 5 runs beside the recipe): flock orders them.
+pack() { flock /tmp/pack.lock tar czf "$OUT/gpu_run.tar.gz" -C "$(dirname $LOGS)" "$(basename $LOGS)"; }
 stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
-rm -rf $LOGS $WORK && mkdir -p $LOGS $WORK
+rm -rf $LOGS $WORK $START_WORK && mkdir -p $LOGS $WORK
 CPU_FLAG=(); [ "$DEVICE" = cpu ] && CPU_FLAG=(--cpu)
-STAGES=${STAGES:-recipe bench}
+STAGES=${STAGES:-recipe half bench}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if [ "$DEVICE" = cuda ]; then
@@ -60,11 +66,27 @@ recipe_step() {
   grep -h '| valid |' $WORK/$1.log 2>/dev/null | grep -o '"epoch": [0-9]*\|"valid_bleu": "[0-9.]*"' | paste -sd' '
   pack; stamp "recipe step $1"
 }
+# 5. In the background: the start recipe's XENT model, for CPU runs.
+start_xent() {
+  mkdir -p $START_WORK && cp -r work/multi30k/data $START_WORK/data
+  timeout $(left) $PY scripts/run_recipe.py $START_RECIPE --workdir $START_WORK --steps xent \
+    "${CPU_FLAG[@]}" > $LOGS/start_xent.out 2>&1 || echo "START XENT FAILED"
+  cp $START_WORK/xent.log $LOGS/start_xent.log 2>/dev/null
+  cp $START_WORK/.done/xent.json $LOGS/start_xent_marker.json 2>/dev/null
+  $PY -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); c['last_optimizer_state'] = None; torch.save(c, sys.argv[2])" \
+    $START_WORK/xent/checkpoint_best.pt /tmp/start_xent.pt \
+    && split -b 15M /tmp/start_xent.pt "$OUT/start_xent.pt.part-" && sha256sum /tmp/start_xent.pt > $LOGS/start_xent.sha256
+  pack; stamp "start recipe xent"
+}
+has start && { start_xent & }
+
 if has recipe; then
 mkdir -p $WORK && cp -r work/multi30k/data $WORK/data
 recipe_step xent
+fi
 
 # MIXER in half precision from that XENT model, one epoch (s = 22).
+if has half; then
 FLAGS=$($PY -c "import json, sys; r = json.load(open(sys.argv[1])); print(' '.join(r['train'] + r['model'] + r['mixer']))" $RECIPE)
 for P in bf16 fp16; do
   [ "$DEVICE" = cpu ] && [ $P = fp16 ] && continue
@@ -77,10 +99,14 @@ for P in bf16 fp16; do
   grep -E '\| (train|valid) \|' $LOGS/mixer_$P.log | cut -c1-400
   pack; stamp "mixer --$P"
 done
+fi
 
+if has recipe; then
 for step in mixer xent_more evaluate; do recipe_step $step; done
 cat $WORK/results.md 2>/dev/null
 fi
+
+wait  # for the start recipe's XENT
 
 # 4. The benchmark on this device: full when there is time for it.
 L=$(left); MODE=--quick; [ $L -gt 170 ] && MODE=
