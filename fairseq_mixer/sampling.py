@@ -15,8 +15,13 @@ import torch
 from fairseq.models.lstm import LSTMDecoder
 
 from fairseq_mixer.decoder_features import has_feature_api
+from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
 
 ROLLOUTS = ("auto", "one_pass", "two_pass")
+
+# Whether the no-grad loop steps fairseq's TransformerDecoder with the lean step of
+# transformer_step (same numbers, less overhead); tests turn it off to compare.
+LEAN_TRANSFORMER_STEP = True
 
 
 def inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -63,6 +68,12 @@ def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: 
         return lambda rows: decoder.output_layer(features[rows, -1:, :])
     logits, _ = decoder(tokens, encoder_out=encoder_out, incremental_state=incremental_state)
     return lambda rows: logits[rows, -1:, :]
+
+
+def lean_decoder_step(decoder, state: LeanTransformerState, tokens: torch.Tensor, step: int):
+    """`decoder_step` through the lean transformer state: `tokens` [B] is the newest token."""
+    features = state.step(tokens, step)
+    return lambda rows: decoder.output_layer(features[rows].unsqueeze(1))
 
 
 # Rows that no longer need decoder steps are dropped from the decoding batch once at most
@@ -114,7 +125,7 @@ def sample_after_prefix(
     tokens, lengths, sampled = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     live = sampled.nonzero().squeeze(1)
     if live.numel() > 0:
-        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths)
+        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths, lean=True)
         _decode(batch, tokens, generator, pad, eos, outputs=None, greedy=greedy)
     return _trimmed(tokens[:, 1:], pad)
 
@@ -158,7 +169,10 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
         work = batch.tokens[:, : step + 1]
         drawing = (batch.active & (batch.prefix <= step)).nonzero().squeeze(1)
         if outputs is None:
-            logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
+            if batch.lean is not None:
+                logits_of = lean_decoder_step(model.decoder, batch.lean, work[:, -1], step)
+            else:
+                logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
             probs = None
             if drawing.numel() > 0:
                 logits = logits_of(drawing)
@@ -229,16 +243,30 @@ class _DecodingBatch:
     """The rows of a sampling batch that still need decoder steps, with their decoder state.
 
     `rows` holds their indices in the full batch, in increasing order, so the random draws
-    of a step go to the same sentences whatever was dropped before.
+    of a step go to the same sentences whatever was dropped before. With `lean` (no-grad
+    loop only) a supported transformer decoder in eval mode runs on a LeanTransformerState,
+    which holds its own copy of what it needs of the encoder output; other decoders keep
+    fairseq's incremental state.
     """
 
-    def __init__(self, model, encoder_out, tokens, rows, prefix_lengths, lengths):
+    def __init__(self, model, encoder_out, tokens, rows, prefix_lengths, lengths, lean=False):
         self.model = model
         self.rows = rows
         self.incremental: dict = {}
         self.encoder_out = encoder_out
         if rows.numel() < tokens.size(0):
             self.encoder_out = reordered_encoder_out(model.encoder, encoder_out, rows)
+        self.lean: LeanTransformerState | None = None
+        decoder = model.decoder
+        if (
+            lean
+            and LEAN_TRANSFORMER_STEP
+            and not decoder.training
+            and supports_lean_step(decoder, self.encoder_out)
+        ):
+            self.lean = LeanTransformerState(
+                decoder, self.encoder_out, rows.numel(), tokens.size(1) - 1
+            )
         self.tokens = tokens.index_select(0, rows)
         self.prefix = prefix_lengths.index_select(0, rows)
         self.lengths = lengths.index_select(0, rows)
@@ -248,8 +276,11 @@ class _DecodingBatch:
         """Drop the finished rows: write them back to `tokens` and reorder the state."""
         self.write_back(tokens)
         keep = self.active.nonzero().squeeze(1)
-        self.model.decoder.reorder_incremental_state_scripting(self.incremental, keep)
-        self.encoder_out = reordered_encoder_out(self.model.encoder, self.encoder_out, keep)
+        if self.lean is not None:
+            self.lean.keep(keep)
+        else:
+            self.model.decoder.reorder_incremental_state_scripting(self.incremental, keep)
+            self.encoder_out = reordered_encoder_out(self.model.encoder, self.encoder_out, keep)
         self.rows = self.rows.index_select(0, keep)
         self.tokens = self.tokens.index_select(0, keep)
         self.prefix = self.prefix.index_select(0, keep)

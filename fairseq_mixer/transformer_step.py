@@ -1,0 +1,246 @@
+"""A lean incremental step of fairseq's TransformerDecoder, for the no-grad sampling loop.
+
+fairseq's incremental `extract_features` keeps each attention's keys and values in a
+dict-of-dicts, concatenates the self-attention cache at every step, checks many options on
+the way and reorders the dicts on every batch compaction: for the small batches MIXER draws
+from, that bookkeeping is a good share of a step. `LeanTransformerState` computes the
+same features (up to float rounding) for the configurations `supports_lean_step` accepts,
+with preallocated self-attention caches, encoder keys and values projected once, and one
+fused projection for the queries, keys and values of each layer. Eval mode only: dropout is
+skipped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from fairseq.models.transformer import TransformerDecoderBase
+from fairseq.modules import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
+from fairseq.modules.fairseq_dropout import FairseqDropout
+from fairseq.modules.multihead_attention import MultiheadAttention
+from fairseq.modules.transformer_layer import TransformerDecoderLayer, TransformerDecoderLayerBase
+
+_LAYERS = (TransformerDecoderLayerBase, TransformerDecoderLayer)
+_POSITIONS = (LearnedPositionalEmbedding, SinusoidalPositionalEmbedding)
+
+
+def supports_lean_step(decoder, encoder_out) -> bool:
+    """Whether `LeanTransformerState` replicates `decoder`'s incremental step exactly.
+
+    Only fairseq's own transformer decoder, layers and attention (exact classes, so no
+    override changes what they compute), with encoder attention and none of the options the
+    lean step leaves out: adaptive softmax, cross self-attention, quant-noise, the
+    `scale_*` (NormFormer) options, xformers, extra key/value biases, zero attention,
+    beam-folded encoder attention, dropout kept at inference.
+    """
+    if not isinstance(decoder, TransformerDecoderBase) or not _has_encoder_states(encoder_out):
+        return False
+    for name in ("extract_features", "extract_features_scriptable"):
+        if getattr(type(decoder), name) is not getattr(TransformerDecoderBase, name):
+            return False
+    if (
+        decoder.adaptive_softmax is not None
+        or decoder.quant_noise is not None
+        or decoder.cross_self_attention
+        or (decoder.embed_positions is not None and type(decoder.embed_positions) not in _POSITIONS)
+        or len(decoder.layers) == 0
+    ):
+        return False
+    dropout_at_inference = any(
+        isinstance(m, FairseqDropout) and m.p > 0 and m.apply_during_inference
+        for m in decoder.modules()
+    )
+    return not dropout_at_inference and all(_plain_layer(layer) for layer in decoder.layers)
+
+
+def _has_encoder_states(encoder_out) -> bool:
+    return isinstance(encoder_out, dict) and len(encoder_out.get("encoder_out", [])) > 0
+
+
+def _plain_layer(layer) -> bool:
+    return (
+        type(layer) in _LAYERS
+        and not layer.cross_self_attention
+        and layer.quant_noise == 0
+        and not layer.onnx_trace
+        and layer.attn_ln is None
+        and layer.c_attn is None
+        and layer.ffn_layernorm is None
+        and layer.w_resid is None
+        and layer.encoder_attn is not None
+        and _plain_attention(layer.self_attn)
+        and layer.self_attn.self_attention
+        and _plain_attention(layer.encoder_attn)
+        and layer.encoder_attn.encoder_decoder_attention
+    )
+
+
+def _plain_attention(attn) -> bool:
+    return (
+        type(attn) is MultiheadAttention
+        and not attn.use_xformers
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+        and attn.beam_size == 1
+        and not attn.onnx_trace
+    )
+
+
+def _cat_bias(*linears) -> torch.Tensor | None:
+    biases = [m.bias for m in linears]
+    if all(b is None for b in biases):
+        return None
+    return torch.cat(
+        [
+            m.weight.new_zeros(m.out_features) if b is None else b
+            for m, b in zip(linears, biases, strict=True)
+        ]
+    )
+
+
+class _Layer:
+    """One decoder layer's fused weights, encoder keys/values and self-attention cache."""
+
+    def __init__(self, layer, encoder_states, key_padding_bias, batch: int, max_steps: int):
+        attn, cross = layer.self_attn, layer.encoder_attn
+        self.layer = layer
+        self.heads, self.head_dim = attn.num_heads, attn.head_dim
+        # One projection for the self-attention's queries, keys and values.
+        self.qkv_weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        self.qkv_bias = _cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.scaling, self.cross_scaling = attn.scaling, cross.scaling
+        self.out = attn.out_proj
+        self.cross_q = cross.q_proj
+        self.cross_out = cross.out_proj
+        source = encoder_states.size(0)
+        kv = F.linear(
+            encoder_states,
+            torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
+            _cat_bias(cross.k_proj, cross.v_proj),
+        )  # [S, B, 2C]
+        kv = kv.view(source, batch, 2, self.heads, self.head_dim).permute(2, 1, 3, 0, 4)
+        self.cross_keys = kv[0].reshape(batch * self.heads, source, self.head_dim)
+        self.cross_values = kv[1].reshape(batch * self.heads, source, self.head_dim)
+        self.key_padding_bias = key_padding_bias  # [B * H, 1, S] or None
+        shape = (batch * self.heads, max_steps, self.head_dim)
+        self.keys = encoder_states.new_empty(shape)
+        self.values = encoder_states.new_empty(shape)
+
+    def step(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        layer = self.layer
+        batch, dim = x.shape
+        heads, head_dim = self.heads, self.head_dim
+        pre_norm = layer.normalize_before
+
+        residual = x
+        if pre_norm:
+            x = layer.self_attn_layer_norm(x)
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, 3, heads, head_dim)
+        self.keys[:, t].view(batch, heads, head_dim).copy_(qkv[:, 1])
+        self.values[:, t].view(batch, heads, head_dim).copy_(qkv[:, 2])
+        q = (qkv[:, 0] * self.scaling).view(batch * heads, 1, head_dim)
+        weights = torch.bmm(q, self.keys[:, : t + 1].transpose(1, 2))
+        weights = F.softmax(weights, dim=-1, dtype=torch.float32).type_as(weights)
+        x = torch.bmm(weights, self.values[:, : t + 1]).view(batch, dim)
+        x = residual + F.linear(x, self.out.weight, self.out.bias)
+        if not pre_norm:
+            x = layer.self_attn_layer_norm(x)
+
+        residual = x
+        if pre_norm:
+            x = layer.encoder_attn_layer_norm(x)
+        q = F.linear(x, self.cross_q.weight, self.cross_q.bias) * self.cross_scaling
+        q = q.view(batch * heads, 1, head_dim)
+        weights = torch.bmm(q, self.cross_keys.transpose(1, 2))
+        if self.key_padding_bias is not None:
+            weights = weights + self.key_padding_bias
+        weights = F.softmax(weights, dim=-1, dtype=torch.float32).type_as(weights)
+        x = torch.bmm(weights, self.cross_values).view(batch, dim)
+        x = residual + F.linear(x, self.cross_out.weight, self.cross_out.bias)
+        if not pre_norm:
+            x = layer.encoder_attn_layer_norm(x)
+
+        residual = x
+        if pre_norm:
+            x = layer.final_layer_norm(x)
+        x = layer.activation_fn(F.linear(x, layer.fc1.weight, layer.fc1.bias))
+        x = residual + F.linear(x, layer.fc2.weight, layer.fc2.bias)
+        if not pre_norm:
+            x = layer.final_layer_norm(x)
+        return x
+
+    def keep(self, rows: torch.Tensor, filled: int) -> None:
+        """Keep batch rows `rows`; only the `filled` cached steps are copied."""
+        heads = self.heads
+        flat = (rows.unsqueeze(1) * heads + torch.arange(heads, device=rows.device)).view(-1)
+        self.cross_keys = self.cross_keys.index_select(0, flat)
+        self.cross_values = self.cross_values.index_select(0, flat)
+        if self.key_padding_bias is not None:
+            self.key_padding_bias = self.key_padding_bias.index_select(0, flat)
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((flat.numel(),) + old.shape[1:])
+            new[:, :filled] = old[:, :filled].index_select(0, flat)
+            setattr(self, name, new)
+
+
+class LeanTransformerState:
+    """Incremental decoding state of a fairseq TransformerDecoder, for up to `max_steps` tokens.
+
+    `step(tokens, t)` feeds the newest token of every row (the (t+1)-th fed so far) and gives
+    the features fairseq's `extract_features(..., incremental_state)` gives for it; the
+    caller projects the rows it needs with `decoder.output_layer`. `keep(rows)` drops rows,
+    as fairseq's incremental-state reordering does. Rows need not be padded: every row feeds
+    a real token at every step, as the sampling loop's unfinished rows do (fairseq would mask
+    padding tokens fed after a row finished; the lean step attends to them, so the outputs of
+    finished rows differ, and nobody reads them). With decoder layerdrop, fairseq draws from
+    the global RNG at every step even in eval mode; the lean state does not.
+    """
+
+    def __init__(self, decoder, encoder_out: dict, batch_size: int, max_steps: int):
+        if decoder.training:
+            raise ValueError("the lean transformer step skips dropout: call it in eval mode")
+        self.decoder = decoder
+        self.filled = 0
+        states = encoder_out["encoder_out"][0]  # [S, B, C]
+        masks = encoder_out.get("encoder_padding_mask", [])
+        bias = None
+        if len(masks) > 0 and masks[0].any():
+            heads = decoder.layers[0].encoder_attn.num_heads
+            mask = masks[0].to(torch.bool)
+            bias = states.new_zeros(mask.shape).masked_fill_(mask, float("-inf"))
+            bias = bias.repeat_interleave(heads, dim=0).unsqueeze(1)  # [B * H, 1, S]
+        self.layers = [
+            _Layer(layer, states, bias, batch_size, max_steps) for layer in decoder.layers
+        ]
+        self.positions = None
+        if decoder.embed_positions is not None:
+            # A row of max_steps real tokens: fairseq's positions padding_idx + 1, + 2, ...,
+            # those it gives each incremental step.
+            steps = min(max_steps, decoder.embed_positions.max_positions)
+            probe = torch.full((1, steps), decoder.padding_idx + 1, device=states.device)
+            self.positions = decoder.embed_positions(probe)[0]  # [max_steps, C]
+
+    def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
+        """Features [B, C] after feeding `tokens` [B] as the (t+1)-th tokens of the rows."""
+        decoder = self.decoder
+        x = decoder.embed_scale * decoder.embed_tokens(tokens)
+        if decoder.project_in_dim is not None:
+            x = decoder.project_in_dim(x)
+        if self.positions is not None:
+            x = x + self.positions[t]
+        if decoder.layernorm_embedding is not None:
+            x = decoder.layernorm_embedding(x)
+        for layer in self.layers:
+            x = layer.step(x, t)
+        if decoder.layer_norm is not None:
+            x = decoder.layer_norm(x)
+        if decoder.project_out_dim is not None:
+            x = decoder.project_out_dim(x)
+        self.filled = t + 1
+        return x
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows `rows` (indices into the current batch) in every cache."""
+        for layer in self.layers:
+            layer.keep(rows, self.filled)

@@ -1,0 +1,152 @@
+"""The lean incremental step of fairseq's TransformerDecoder against fairseq's own."""
+
+import pytest
+import torch
+from harness import ARCHS, build, first_batch
+
+from fairseq_mixer import sampling
+from fairseq_mixer.sampling import sample_after_prefix
+from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
+
+TWO_LAYERS = ARCHS["transformer"] + ["--decoder-layers", "2", "--encoder-layers", "2"]
+CONFIGS = {
+    "post_norm_sinusoidal": [],
+    "pre_norm_learned_shared": [
+        "--decoder-normalize-before", "--decoder-learned-pos",
+        "--share-decoder-input-output-embed",
+    ],
+    "pre_norm_sinusoidal_shared_ln_embedding_gelu": [
+        "--decoder-normalize-before", "--encoder-normalize-before",
+        "--share-decoder-input-output-embed", "--layernorm-embedding", "--activation-fn", "gelu",
+    ],
+    "post_norm_learned_projected_out_unscaled": [
+        "--decoder-learned-pos", "--decoder-output-dim", "12", "--no-scale-embedding",
+    ],
+}  # fmt: skip
+
+
+def eval_model(synthetic_bin, flags):
+    _, task, model, _ = build(synthetic_bin, TWO_LAYERS + flags + ["--criterion", "mixer"])
+    model.eval()
+    return task, model
+
+
+def padded_encoder_out(model, sample):
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    assert encoder_out["encoder_padding_mask"][0].any()  # sentences of different lengths
+    return encoder_out
+
+
+def batch_with_padded_sources(task, size: int = 24) -> dict:
+    """A training batch of sentences of many source lengths (fairseq's batches group them)."""
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    by_length = torch.as_tensor(dataset.src_sizes).argsort(stable=True)
+    picks = by_length[torch.linspace(0, len(by_length) - 1, size).long()]
+    sample = dataset.collater([dataset[int(i)] for i in picks])
+    assert sample["net_input"]["src_lengths"].unique().numel() > 3
+    return sample
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@torch.no_grad()
+def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
+    """Every step, before and after dropping rows, gives fairseq's features and logits."""
+    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    decoder = model.decoder
+    sample = batch_with_padded_sources(task)
+    encoder_out = padded_encoder_out(model, sample)
+    assert supports_lean_step(decoder, encoder_out)
+    batch, steps = sample["target"].size(0), 9
+    generator = torch.Generator().manual_seed(0)
+    first_real = task.tgt_dict.nspecial
+    tokens = torch.randint(first_real, len(task.tgt_dict), (batch, steps), generator=generator)
+    tokens[:, 0] = task.tgt_dict.eos()
+    state = LeanTransformerState(decoder, encoder_out, batch, steps)
+    incremental: dict = {}
+    for t in range(steps):
+        if t == 4:  # compaction: keep some rows, in order
+            rows = torch.tensor([0, 2, 3, 7, 11, batch - 1])
+            state.keep(rows)
+            decoder.reorder_incremental_state_scripting(incremental, rows)
+            encoder_out = model.encoder.reorder_encoder_out(encoder_out, rows)
+            tokens = tokens[rows]
+        expected, _ = decoder.extract_features(
+            tokens[:, : t + 1], encoder_out=encoder_out, incremental_state=incremental
+        )
+        features = state.step(tokens[:, t], t)
+        assert features.shape == expected[:, -1].shape
+        assert torch.allclose(features, expected[:, -1], atol=1e-5), config
+        logits = decoder.output_layer(features)
+        assert torch.allclose(logits, decoder.output_layer(expected[:, -1]), atol=1e-5)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("greedy", [False, True])
+def test_sampling_draws_the_same_with_the_lean_step(synthetic_bin, config, greedy, monkeypatch):
+    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)  # compacts several times
+    sample = batch_with_padded_sources(task)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    ref_lengths = target.ne(pad).sum(1)
+    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
+    prefix[::5] = ref_lengths[::5]  # copied whole
+    max_lengths = prefix + 1 + torch.arange(len(ref_lengths)) % 9
+    encoder_out = padded_encoder_out(model, sample)
+    states = []
+    monkeypatch.setattr(
+        sampling,
+        "LeanTransformerState",
+        lambda *args: states.append(LeanTransformerState(*args)) or states[-1],
+    )
+
+    def draw(lean: bool) -> torch.Tensor:
+        monkeypatch.setattr(sampling, "LEAN_TRANSFORMER_STEP", lean)
+        generator = None if greedy else torch.Generator().manual_seed(5)
+        args = (target, prefix, max_lengths, generator, pad, eos)
+        return sample_after_prefix(model, encoder_out, *args, greedy=greedy)
+
+    fairseqs = draw(lean=False)
+    assert not states
+    lean = draw(lean=True)
+    assert len(states) == 1
+    assert torch.equal(lean, fairseqs)
+    assert lean.ne(pad).sum(1).unique().numel() > 3
+
+
+@pytest.mark.parametrize(
+    "arch,flags",
+    [
+        ("lstm", []),
+        ("mixer_paper", []),
+        ("fconv", []),
+        ("transformer", ["--cross-self-attention"]),
+        ("transformer", ["--adaptive-softmax-cutoff", "20"]),
+        ("transformer", ["--quant-noise-pq", "0.1"]),
+    ],
+)
+def test_other_decoders_take_fairseqs_path(synthetic_bin, arch, flags):
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + flags + ["--criterion", "mixer"])
+    model.eval()
+    sample = first_batch(task)
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    assert not supports_lean_step(model.decoder, encoder_out)
+
+
+def test_training_mode_takes_fairseqs_path(synthetic_bin):
+    task, model = eval_model(synthetic_bin, [])
+    sample = first_batch(task)
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    assert supports_lean_step(model.decoder, encoder_out)
+    model.train()
+    tokens = sample["target"]
+    rows = torch.arange(tokens.size(0))
+    lengths = tokens.ne(task.tgt_dict.pad()).sum(1)
+    batch = sampling._DecodingBatch(model, encoder_out, tokens, rows, lengths, lengths, lean=True)
+    assert batch.lean is None
+    with pytest.raises(ValueError, match="eval mode"):
+        LeanTransformerState(model.decoder, encoder_out, tokens.size(0), 4)
