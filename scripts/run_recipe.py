@@ -286,7 +286,7 @@ def run_streaming(command: list[str], log: Path) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env["PYTHONUNBUFFERED"] = "1"
     tail: list[str] = []
-    with log.open("a", encoding="utf-8") as handle:
+    with log.open("a", encoding="utf-8", buffering=1) as handle:  # line-buffered: tail -f works
         handle.write(f"\n=== run_recipe {time.ctime()}: {' '.join(command)}\n")
         print("+", " ".join(command), flush=True)
         with subprocess.Popen(
