@@ -15,6 +15,7 @@ both alike, it measures:
 Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR]
                                          [--device cpu|cuda] [--threads N]
                                          [--rollout auto|one_pass|two_pass]
+                                         [--transformer-step lean|fairseq]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
 """
@@ -60,6 +61,7 @@ from fairseq.tasks.translation import TranslationTask
 
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
+from fairseq_mixer import sampling
 from fairseq_mixer.rewards import get_reward
 from fairseq_mixer.sampling import ROLLOUTS
 from fairseq_mixer.schedule import teacher_forced_lengths
@@ -181,6 +183,7 @@ class Job:
     device: str
     threads: int
     model_state: Path | None = None  # the briefly trained weights, once they exist
+    lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
 
 
 @dataclass
@@ -210,6 +213,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rollout", choices=ROLLOUTS, default="auto",
         help="MIXER's --mixer-rollout (auto: one_pass for the LSTM, two_pass for the transformer)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--transformer-step", choices=("lean", "fairseq"), default="lean",
+        help="the transformer's no-grad sampling loop: the plugin's lean step (default) or "
+        "fairseq's incremental decoding (the figures of the code before the lean step)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -286,6 +294,7 @@ def make_job(
 def build_bench(job: Job) -> Bench:
     """Task, model (seeded), MIXER and XENT criteria, SGD and the training batches."""
     mixer_cfg, xent_cfg, device = job.configs["mixer"], job.configs["xent"], job.device
+    sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
     model = task.build_model(mixer_cfg.model).to(device)
@@ -1022,6 +1031,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "settings": asdict(settings),
         "models": ARCH_LABELS,
         "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
+        "transformer_step": args.transformer_step,
         "xent_flags": " ".join(XENT_FLAGS),
         "optimizer": f"SGD lr {LEARNING_RATE}, gradient norm clipped at {CLIP_NORM}",
         "pretraining": f"XENT with Adam, lr {PRETRAIN_LEARNING_RATE}",
@@ -1051,8 +1061,12 @@ def measure(
 ) -> dict:
     """All four measurements, on briefly trained models; memory before the timings, so that
     its children never overlap one."""
+    lean = args.transformer_step == "lean"
     jobs = {
-        arch: make_job(data, arch, settings, args.device, args.threads, args.rollout)
+        arch: replace(
+            make_job(data, arch, settings, args.device, args.threads, args.rollout),
+            lean_transformer_step=lean,
+        )
         for arch in ARCHS
     }
     benches, jobs, training = trained_benches(jobs, scratch)
@@ -1122,7 +1136,8 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     print(f"targets: {passed} of {len(targets)} pass")
     environment = results["environment"]
     print(
-        f"{environment['mode']} mode on {args.device}, {args.threads} threads, load average "
+        f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
+        f"{args.rollout}, transformer step {args.transformer_step}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
         f"(after imports); results in {args.json}"
