@@ -98,6 +98,16 @@ def _cat_bias(*linears) -> torch.Tensor | None:
     )
 
 
+def _attend(q, keys, values, bias=None) -> torch.Tensor:
+    """Attention of one query per (row, head) [BH, 1, d] over [BH, T, d] keys and values, with
+    an additive [BH, 1, T] bias (padding); softmax in float32 as fairseq's."""
+    weights = torch.bmm(q, keys.transpose(1, 2))
+    if bias is not None:
+        weights = weights + bias
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).type_as(weights)
+    return torch.bmm(weights, values)
+
+
 class _Layer:
     """One decoder layer's fused weights, encoder keys/values and self-attention cache."""
 
@@ -139,9 +149,7 @@ class _Layer:
         self.keys[:, t].view(batch, heads, head_dim).copy_(qkv[:, 1])
         self.values[:, t].view(batch, heads, head_dim).copy_(qkv[:, 2])
         q = (qkv[:, 0] * self.scaling).view(batch * heads, 1, head_dim)
-        weights = torch.bmm(q, self.keys[:, : t + 1].transpose(1, 2))
-        weights = F.softmax(weights, dim=-1, dtype=torch.float32).type_as(weights)
-        x = torch.bmm(weights, self.values[:, : t + 1]).view(batch, dim)
+        x = _attend(q, self.keys[:, : t + 1], self.values[:, : t + 1]).view(batch, dim)
         x = residual + F.linear(x, self.out.weight, self.out.bias)
         if not pre_norm:
             x = layer.self_attn_layer_norm(x)
@@ -151,11 +159,8 @@ class _Layer:
             x = layer.encoder_attn_layer_norm(x)
         q = F.linear(x, self.cross_q.weight, self.cross_q.bias) * self.cross_scaling
         q = q.view(batch * heads, 1, head_dim)
-        weights = torch.bmm(q, self.cross_keys.transpose(1, 2))
-        if self.key_padding_bias is not None:
-            weights = weights + self.key_padding_bias
-        weights = F.softmax(weights, dim=-1, dtype=torch.float32).type_as(weights)
-        x = torch.bmm(weights, self.cross_values).view(batch, dim)
+        x = _attend(q, self.cross_keys, self.cross_values, self.key_padding_bias)
+        x = x.view(batch, dim)
         x = residual + F.linear(x, self.cross_out.weight, self.cross_out.bias)
         if not pre_norm:
             x = layer.encoder_attn_layer_norm(x)

@@ -72,3 +72,15 @@ def set_stage(task, criterion, epoch: int, num_updates: int = 0) -> None:
 
 def grads_of(module: torch.nn.Module) -> dict:
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def varied_prefixes(
+    target: torch.Tensor, pad: int, spread: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prefix lengths k, sampling length limits) for a batch's targets: k = 0..3, every
+    fifth sentence copied whole (so never in the decoding batch), limits k + 1 + (i mod
+    spread) so that rows finish at many steps and the batch is compacted."""
+    ref_lengths = target.ne(pad).sum(1)
+    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
+    prefix[::5] = ref_lengths[::5]
+    return prefix, prefix + 1 + torch.arange(len(ref_lengths)) % spread

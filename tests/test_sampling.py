@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from harness import ARCHS, build, first_batch
+from harness import ARCHS, build, first_batch, varied_prefixes
 
 from fairseq_mixer import sampling
 from fairseq_mixer.decoder_features import decoder_features_and_output
@@ -69,10 +69,7 @@ def test_dropping_finished_rows_changes_no_draw(synthetic_bin, arch, monkeypatch
     sample = first_batch(task, max_sentences=24)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
-    ref_lengths = target.ne(pad).sum(1)
-    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
-    prefix[::5] = ref_lengths[::5]  # copied whole: never in the decoding batch
-    max_lengths = prefix + 1 + torch.arange(len(ref_lengths)) % 7  # rows finish at many steps
+    prefix, max_lengths = varied_prefixes(target, pad, spread=7)
     model.eval()
     net_input = sample["net_input"]
     encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
@@ -97,10 +94,7 @@ def test_one_pass_rollout_draws_and_scores_as_two_passes(synthetic_bin, arch, mo
     sample = first_batch(task, max_sentences=24)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
-    ref_lengths = target.ne(pad).sum(1)
-    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
-    prefix[::5] = ref_lengths[::5]  # copied whole
-    max_lengths = prefix + 1 + torch.arange(len(ref_lengths)) % 7
+    prefix, max_lengths = varied_prefixes(target, pad, spread=7)
     args = (target, prefix, max_lengths)
     net_input = sample["net_input"]
     model.train()

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from harness import ARCHS, build, first_batch
+from harness import ARCHS, build, first_batch, varied_prefixes
 
 from fairseq_mixer import sampling
 from fairseq_mixer.sampling import sample_after_prefix
@@ -90,10 +90,7 @@ def test_sampling_draws_the_same_with_the_lean_step(synthetic_bin, config, greed
     sample = batch_with_padded_sources(task)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
-    ref_lengths = target.ne(pad).sum(1)
-    prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
-    prefix[::5] = ref_lengths[::5]  # copied whole
-    max_lengths = prefix + 1 + torch.arange(len(ref_lengths)) % 9
+    prefix, max_lengths = varied_prefixes(target, pad, spread=9)
     encoder_out = padded_encoder_out(model, sample)
     states = []
     monkeypatch.setattr(
