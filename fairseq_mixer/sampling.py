@@ -267,6 +267,7 @@ class _DecodingBatch:
             self.lean = LeanTransformerState(
                 decoder, self.encoder_out, rows.numel(), tokens.size(1) - 1
             )
+            self.encoder_out = None  # the lean state holds (and compacts) its own copy
         self.tokens = tokens.index_select(0, rows)
         self.prefix = prefix_lengths.index_select(0, rows)
         self.lengths = lengths.index_select(0, rows)
