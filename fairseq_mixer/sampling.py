@@ -23,15 +23,24 @@ ROLLOUTS = ("auto", "one_pass", "two_pass")
 # transformer_step (same numbers, less overhead); tests turn it off to compare.
 LEAN_TRANSFORMER_STEP = True
 
+# Whether the decoding loop runs launch-bound (see `_decode`) on CUDA devices; the bench
+# turns it off for the figures of the synchronising loop.
+LAUNCH_BOUND_ON_CUDA = True
 
-def inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One multinomial draw per row of `probs` [B, V] (rows need not sum to one).
+# In a launch-bound loop, the steps between two looks at how many rows still decode (each
+# look waits for the device).
+STEPS_BETWEEN_SYNCS = 8
+
+
+def inverse_cdf_draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One multinomial draw per row of `probs` [B, V] (rows need not sum to one), made with
+    the uniform numbers `uniforms` [B] in [0, 1).
 
     A cumulative sum and a binary search per row: on CPU this is far cheaper than
     torch.multinomial over a large vocabulary (fairseq-notes, "Speed seen here").
     """
     cdf = probs.cumsum(-1)
-    u = torch.rand((probs.size(0), 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = uniforms.to(cdf.dtype).unsqueeze(1)
     draws = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
     return draws.clamp_(max=probs.size(-1) - 1)
 
@@ -150,52 +159,57 @@ def sample_and_score_after_prefix(
     tokens, lengths, _ = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     every_row = torch.arange(tokens.size(0), device=tokens.device)
     batch = _DecodingBatch(model, encoder_out, tokens, every_row, prefix_lengths, lengths)
-    outputs = _StepOutputs()
+    outputs = _StepOutputs(project_after_loop=uses_launch_bound_loop(tokens.device))
     _decode(batch, tokens, generator, pad, eos, outputs)
     hyps = _trimmed(tokens[:, 1:], pad)
-    features, lprobs = outputs.stacked(hyps.ne(pad).sum(1), hyps.size(1))
+    features, lprobs = outputs.stacked(model, hyps.ne(pad).sum(1), hyps.size(1))
     return hyps, features, lprobs
+
+
+def uses_launch_bound_loop(device: torch.device) -> bool:
+    """Whether `_decode` runs launch-bound on `device`: on CUDA, where a small model's step
+    costs its kernel launches and every wait for the device leaves it idle."""
+    return LAUNCH_BOUND_ON_CUDA and device.type == "cuda"
 
 
 def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool = False) -> None:
     """The decoding loop of both rollouts.
 
     Without `outputs` (no_grad): only the rows that draw are projected onto the vocabulary.
-    With `outputs` (one pass, with grad): every row is, and each step's features and
-    log-probabilities are kept for the losses.
+    With `outputs` (one pass, with grad): every row is, and each step's features (and
+    log-probabilities, unless `outputs` projects them after the loop) are kept for the losses.
+
+    Every step takes one uniform number per sentence of the whole batch, so the samples of a
+    seed depend neither on which rows are still in the decoding batch nor on the loop's kind.
+    A launch-bound loop (`uses_launch_bound_loop`) never waits for the device within a step:
+    every row of the decoding batch is projected and draws, a mask keeps the draws of the rows
+    that sample, and the rows still decoding are counted (and the batch compacted) only every
+    STEPS_BETWEEN_SYNCS steps. On a CPU the synchronising loop costs less: there a step's time
+    is its arithmetic, which the rows that do not draw would only add to.
     """
-    model = batch.model
+    launch_bound = uses_launch_bound_loop(tokens.device)
     for step in range(tokens.size(1) - 1):
-        work = batch.tokens[:, : step + 1]
-        drawing = (batch.active & (batch.prefix <= step)).nonzero().squeeze(1)
-        if outputs is None:
-            if batch.lean is not None:
-                logits_of = lean_decoder_step(model.decoder, batch.lean, work[:, -1], step)
-            else:
-                logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
-            probs = None
-            if drawing.numel() > 0:
-                logits = logits_of(drawing)
-                probs = model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
-        else:
-            # A recurrent decoder reads only the newest token; a copy, because the draws are
-            # written into `batch.tokens` while the graph holds the embedding's indices.
-            newest = work[:, -1:].clone()
-            features, _ = model.decoder.extract_features(
-                newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
-            )
-            features = features[:, -1, :]
-            logits = model.decoder.output_layer(features.unsqueeze(1))
-            lprobs = model.get_normalized_probs((logits, None), log_probs=True)[:, 0, :]
-            outputs.add(batch.rows, step, features, lprobs)
-            probs = lprobs[drawing].detach().exp() if drawing.numel() > 0 else None
+        drawing = batch.active & (batch.prefix <= step)
+        rows = None if launch_bound else drawing.nonzero().squeeze(1)
+        probs = _next_token_probs(batch, step, rows, outputs)
+        uniforms = None
+        if not greedy:
+            uniforms = torch.rand(tokens.size(0), generator=generator, device=tokens.device)
+            uniforms = uniforms[batch.rows] if rows is None else uniforms[batch.rows[rows]]
         if probs is not None:
             probs = probs.float()
             probs[:, pad] = 0.0
-            draws = probs.argmax(-1) if greedy else inverse_cdf_draw(probs, generator)
-            batch.tokens[drawing, step + 1] = draws
-            batch.active[drawing[draws.eq(eos)]] = False
+            draws = probs.argmax(-1) if greedy else inverse_cdf_draw(probs, uniforms)
+            if rows is None:
+                draws = torch.where(drawing, draws, batch.tokens[:, step + 1])
+                batch.tokens[:, step + 1] = draws
+                batch.active &= ~(drawing & draws.eq(eos))
+            else:
+                batch.tokens[rows, step + 1] = draws
+                batch.active[rows[draws.eq(eos)]] = False
         batch.active &= batch.lengths > step + 1
+        if launch_bound and (step + 1) % STEPS_BETWEEN_SYNCS != 0:
+            continue
         still = int(batch.active.sum())
         if still == 0:
             break
@@ -204,34 +218,82 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
     batch.write_back(tokens)
 
 
+def _next_token_probs(batch, step: int, rows, outputs):
+    """Next-token probabilities [R, V] of the decoding batch's `rows` (None: all of them), or
+    None when `rows` is empty. The decoder steps every row, and with `outputs` (one pass) the
+    step of every row is recorded there.
+    """
+    model = batch.model
+    work = batch.tokens[:, : step + 1]
+    if outputs is None:
+        if batch.lean is not None:
+            logits_of = lean_decoder_step(model.decoder, batch.lean, work[:, -1], step)
+        else:
+            logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
+        if rows is not None and rows.numel() == 0:
+            return None
+        logits = logits_of(slice(None) if rows is None else rows)
+        return model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
+    # A recurrent decoder reads only the newest token; a copy, because the draws are written
+    # into `batch.tokens` while the graph holds the embedding's indices.
+    newest = work[:, -1:].clone()
+    features, _ = model.decoder.extract_features(
+        newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
+    )
+    features = features[:, -1, :]
+    if outputs.project_after_loop:
+        outputs.add(batch.rows, step, features)
+        with torch.no_grad():
+            lprobs = _log_probs(model, features.unsqueeze(1))[:, 0, :]
+    else:
+        lprobs = _log_probs(model, features.unsqueeze(1))[:, 0, :]
+        outputs.add(batch.rows, step, features, lprobs)
+    if rows is None:
+        return lprobs.detach().exp()
+    return lprobs[rows].detach().exp() if rows.numel() > 0 else None
+
+
+def _log_probs(model, features: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities [B, L, V] of decoder features [B, L, d]."""
+    return model.get_normalized_probs((model.decoder.output_layer(features), None), log_probs=True)
+
+
 class _StepOutputs:
-    """Per-step decoder features and log-probabilities of the rows that ran, to be stacked.
+    """Per-step decoder features (and log-probabilities) of the rows that ran, to be stacked.
 
     Rows that finished stay in the decoding batch until it is compacted; their outputs past
-    the end are dropped when stacking, by one mask instead of an index per step.
+    the end are dropped when stacking, by one mask instead of an index per step. With
+    `project_after_loop` the steps keep features only, and the log-probabilities with grad
+    come from one projection of the stacked features: one large product and one node of the
+    graph instead of one per step (the launch-bound loop's choice; on a CPU the second
+    projection costs more than the per-step nodes save).
     """
 
-    def __init__(self):
+    def __init__(self, project_after_loop: bool):
+        self.project_after_loop = project_after_loop
         self.rows: list[torch.Tensor] = []
         self.steps: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
         self.lprobs: list[torch.Tensor] = []
 
-    def add(self, rows, step: int, features, lprobs) -> None:
+    def add(self, rows, step: int, features, lprobs=None) -> None:
         self.rows.append(rows)
         self.steps.append(torch.full_like(rows, step))
         self.features.append(features)
-        self.lprobs.append(lprobs)
+        if lprobs is not None:
+            self.lprobs.append(lprobs)
 
-    def stacked(self, lengths: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """([B, width, d], [B, width, V]) of rows with `lengths` [B]: one scatter each."""
+    def stacked(self, model, lengths: torch.Tensor, width: int):
+        """([B, width, d], [B, width, V]) of rows with `lengths` [B], zeros past the ends."""
         rows, steps = torch.cat(self.rows), torch.cat(self.steps)
         ran = steps < lengths[rows]
         where = (rows * width + steps)[ran]
-        return tuple(
-            _scattered(torch.cat(parts)[ran], where, lengths.size(0), width)
-            for parts in (self.features, self.lprobs)
-        )
+        batch = lengths.size(0)
+        features = _scattered(torch.cat(self.features)[ran], where, batch, width)
+        if not self.project_after_loop:
+            return features, _scattered(torch.cat(self.lprobs)[ran], where, batch, width)
+        inside = torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)
+        return features, _log_probs(model, features).masked_fill(~inside.unsqueeze(-1), 0.0)
 
 
 def _scattered(values: torch.Tensor, where: torch.Tensor, batch: int, width: int):

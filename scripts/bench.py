@@ -16,6 +16,7 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--device cpu|cuda] [--threads N]
                                          [--rollout auto|one_pass|two_pass]
                                          [--transformer-step lean|fairseq]
+                                         [--cuda-loop launch_bound|synchronising]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
 """
@@ -184,6 +185,7 @@ class Job:
     threads: int
     model_state: Path | None = None  # the briefly trained weights, once they exist
     lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
+    launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
 
 
 @dataclass
@@ -218,6 +220,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--transformer-step", choices=("lean", "fairseq"), default="lean",
         help="the transformer's no-grad sampling loop: the plugin's lean step (default) or "
         "fairseq's incremental decoding (the figures of the code before the lean step)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cuda-loop", choices=("launch_bound", "synchronising"), default="launch_bound",
+        help="MIXER's decoding loop on CUDA: launch-bound (default: no wait for the device "
+        "within a step, one projection after the one-pass rollout) or the synchronising loop "
+        "of the CPU (the figures of the code before the launch-bound loop)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -295,6 +303,7 @@ def build_bench(job: Job) -> Bench:
     """Task, model (seeded), MIXER and XENT criteria, SGD and the training batches."""
     mixer_cfg, xent_cfg, device = job.configs["mixer"], job.configs["xent"], job.device
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
+    sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
     model = task.build_model(mixer_cfg.model).to(device)
@@ -1032,6 +1041,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "models": ARCH_LABELS,
         "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
         "transformer_step": args.transformer_step,
+        "cuda_loop": args.cuda_loop,
         "xent_flags": " ".join(XENT_FLAGS),
         "optimizer": f"SGD lr {LEARNING_RATE}, gradient norm clipped at {CLIP_NORM}",
         "pretraining": f"XENT with Adam, lr {PRETRAIN_LEARNING_RATE}",
@@ -1061,11 +1071,11 @@ def measure(
 ) -> dict:
     """All four measurements, on briefly trained models; memory before the timings, so that
     its children never overlap one."""
-    lean = args.transformer_step == "lean"
     jobs = {
         arch: replace(
             make_job(data, arch, settings, args.device, args.threads, args.rollout),
-            lean_transformer_step=lean,
+            lean_transformer_step=args.transformer_step == "lean",
+            launch_bound_on_cuda=args.cuda_loop == "launch_bound",
         )
         for arch in ARCHS
     }
@@ -1137,7 +1147,8 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     environment = results["environment"]
     print(
         f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
-        f"{args.rollout}, transformer step {args.transformer_step}, load average "
+        f"{args.rollout}, transformer step {args.transformer_step}, cuda loop "
+        f"{args.cuda_loop}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
         f"(after imports); results in {args.json}"

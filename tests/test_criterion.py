@@ -177,7 +177,7 @@ def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(syntheti
 
 def argmax_draws(monkeypatch) -> None:
     """Make every draw the most probable token, so that samples are greedy continuations."""
-    monkeypatch.setattr(sampling, "inverse_cdf_draw", lambda probs, generator: probs.argmax(-1))
+    monkeypatch.setattr(sampling, "inverse_cdf_draw", lambda probs, uniforms: probs.argmax(-1))
 
 
 @pytest.mark.parametrize("arch", ["lstm", "transformer"])

@@ -17,7 +17,8 @@ from fairseq_mixer.sampling import (
 
 def test_inverse_cdf_draw_follows_the_distribution_and_skips_zeros():
     probs = torch.tensor([[0.2, 0.0, 0.5, 0.3]]).repeat(20000, 1) * 3.0  # unnormalised rows
-    draws = inverse_cdf_draw(probs, torch.Generator().manual_seed(0))
+    uniforms = torch.rand(len(probs), generator=torch.Generator().manual_seed(0))
+    draws = inverse_cdf_draw(probs, uniforms)
     frequencies = torch.bincount(draws, minlength=4).float() / len(draws)
     assert frequencies[1] == 0
     assert torch.allclose(frequencies, torch.tensor([0.2, 0.0, 0.5, 0.3]), atol=0.015)
@@ -154,3 +155,74 @@ def test_greedy_continuation_takes_the_most_probable_token(synthetic_bin, arch):
         hyps[:, :2][prefix.unsqueeze(1).gt(positions[:2])],
         target[:, :2][prefix.unsqueeze(1).gt(positions[:2])],
     )
+
+
+def _launch_bound(monkeypatch, on: bool) -> None:
+    monkeypatch.setattr(sampling, "uses_launch_bound_loop", lambda device: on)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer", "fconv"])
+def test_launch_bound_loop_draws_as_the_synchronising_one(synthetic_bin, arch, monkeypatch):
+    """The loop run on CUDA (every row draws, a mask keeps the draws, a look at the batch
+    every few steps) gives the samples of the CPU loop for the same seed."""
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
+    monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)
+    monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    prefix, max_lengths = varied_prefixes(target, pad, spread=7)
+    model.eval()
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+
+    def draw(launch_bound: bool) -> torch.Tensor:
+        _launch_bound(monkeypatch, launch_bound)
+        generator = torch.Generator().manual_seed(3)
+        return sample_after_prefix(
+            model, encoder_out, target, prefix, max_lengths, generator, pad, eos
+        )
+
+    launch_bound, synchronising = draw(True), draw(False)
+    assert torch.equal(launch_bound, synchronising)
+    assert launch_bound.ne(pad).sum(1).unique().numel() > 3
+
+
+@pytest.mark.parametrize("arch", ["lstm", "mixer_paper"])
+def test_launch_bound_one_pass_rollout_projects_once_with_the_same_gradients(
+    synthetic_bin, arch, monkeypatch
+):
+    """In the launch-bound one-pass rollout the log-probabilities come from one projection
+    of the stacked features after the loop: same samples, values and gradients."""
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
+    monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)
+    monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    prefix, max_lengths = varied_prefixes(target, pad, spread=7)
+    net_input = sample["net_input"]
+    model.train()
+
+    def rollout(launch_bound: bool):
+        _launch_bound(monkeypatch, launch_bound)
+        model.zero_grad()
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        generator = torch.Generator().manual_seed(3)
+        hyps, features, lprobs = sample_and_score_after_prefix(
+            model, encoder_out, target, prefix, max_lengths, generator, pad, eos
+        )
+        weights = torch.linspace(-1.0, 1.0, lprobs.numel()).view_as(lprobs)
+        ((lprobs * weights).sum() + features.square().sum()).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return hyps, features.detach(), lprobs.detach(), grads
+
+    hyps, features, lprobs, grads = rollout(True)
+    expected_hyps, expected_features, expected_lprobs, expected_grads = rollout(False)
+    assert torch.equal(hyps, expected_hyps)
+    assert torch.allclose(features, expected_features, atol=1e-6)
+    assert torch.allclose(lprobs, expected_lprobs, atol=1e-5)
+    assert lprobs[hyps.eq(pad)].eq(0).all()
+    assert grads.keys() == expected_grads.keys() and len(grads) > 3
+    for name, grad in grads.items():
+        assert torch.allclose(grad, expected_grads[name], rtol=1e-4, atol=1e-5), name

@@ -6,12 +6,14 @@
 #   3. MIXER from that XENT model for 1 epoch with --bf16 (fairseq-mixer-train) and --fp16, then
 #      the recipe's MIXER, its XENT control and the evaluation at beams 1/5/10 on test (2016)
 #      and test1 (2017);
-#   4. the benchmark on CUDA, full when time is left, else --quick;
+#   4. the benchmark on CUDA, full when time is left, else --quick (and again with the loop of
+#      --cuda-loop synchronising);
 #   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
-# runs of 3 (half), 4 (bench) and 5 (start).
+# runs of 3 (half), 4 (bench, and bench_synchronising: the bench again with --cuda-loop
+# synchronising) and 5 (start).
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -108,11 +110,16 @@ fi
 
 wait  # for the start recipe's XENT
 
-# 4. The benchmark on this device: full when there is time for it.
-L=$(left); MODE=--quick; [ $L -gt 170 ] && MODE=
-if has bench && [ $L -gt 45 ]; then
-  timeout $((L - 5)) $PY scripts/bench.py --device $DEVICE $MODE --json $LOGS/bench.json \
-    > $LOGS/bench.txt 2> $LOGS/bench.err || { echo "BENCH FAILED"; tail -5 $LOGS/bench.err; }
-  tail -25 $LOGS/bench.txt
-fi
+# 4. The benchmark on this device: full when there is time for it; with the stage
+# bench_synchronising, then again with --cuda-loop synchronising (the loop before the
+# launch-bound one).
+bench_run() {  # NAME [bench.py flags]
+  local name=$1 L MODE=--quick; shift; L=$(left); [ $L -gt 170 ] && MODE=
+  [ $L -gt 45 ] || { echo "no time left for $name"; return; }
+  timeout $((L - 5)) $PY scripts/bench.py --device $DEVICE $MODE --json $LOGS/$name.json "$@" \
+    > $LOGS/$name.txt 2> $LOGS/$name.err || { echo "$name FAILED"; tail -5 $LOGS/$name.err; }
+  tail -25 $LOGS/$name.txt; pack; stamp $name
+}
+has bench && bench_run bench
+has bench_synchronising && bench_run bench_synchronising --cuda-loop synchronising
 pack; stamp done
