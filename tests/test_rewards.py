@@ -15,7 +15,8 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
-from fairseq_mixer.rewards import REWARD_NAMES, Reward, get_reward
+from fairseq_mixer.rewards import REWARD_NAMES, Reward, base, get_reward
+from fairseq_mixer.rewards.compiled_counts import compiled_clipped_counts
 from fairseq_mixer.rewards.ngrams import clipped_counts, clipped_matches, token_equality
 from fairseq_mixer.rewards.sequences import to_padded_pair
 
@@ -38,6 +39,14 @@ EDGE_CASES = [
     ([3, 4, 5, 6], [3, 4, 5, 6]),
     ([4, 3, 3, 5], [3, 3, 5, 4]),
 ]
+
+
+@pytest.fixture(autouse=True, params=["compiled", "tensor"])
+def counting(request, monkeypatch) -> str:
+    """Every test runs twice: with the compiled n-gram counts of the CPU, and with the tensor
+    code that other devices run."""
+    monkeypatch.setattr(base, "COMPILED_ON_CPU", request.param == "compiled")
+    return request.param
 
 
 def _edit(rng: random.Random, seq: list[int], vocab: range) -> list[int]:
@@ -258,6 +267,22 @@ def test_clipped_counts_match_pairwise_counts(max_order, min_order, with_cut):
     assert torch.equal(got, expected[:, min_order - 1 :])
 
 
+@pytest.mark.parametrize(("max_order", "min_order"), [(1, 1), (2, 1), (2, 2), (4, 1), (5, 3)])
+@pytest.mark.parametrize("with_cut", [False, True])
+@pytest.mark.parametrize("with_blocking", [False, True])
+def test_compiled_counts_match_pairwise_counts(max_order, min_order, with_cut, with_blocking):
+    pairs = EDGE_CASES + random_pairs(seed=63, count=150)
+    rng = random.Random(64)
+    hyp, ref = to_padded_pair([h for h, _ in pairs], [r for _, r in pairs], PAD, EOS)
+    blocked = ref.tokens == UNK if with_blocking else None
+    cut = torch.tensor([rng.randint(0, 16) for _ in pairs]) if with_cut else None
+    got = compiled_clipped_counts(hyp, ref, max_order, blocked, cut, min_order=min_order)
+    hyp_ref = token_equality(hyp, ref, blocked)
+    expected = clipped_matches(hyp_ref, token_equality(hyp, hyp), max_order, cut)
+    assert torch.equal(got, expected[:, min_order - 1 :])
+    assert got.sum() > 0
+
+
 def relabel(seqs: list[list[int]], first_id: int, step: int) -> list[list[int]]:
     """Ordinary ids t (> UNK) become first_id + t * step; pad, eos and unk stay."""
     return [[tok if tok <= UNK else first_id + tok * step for tok in seq] for seq in seqs]
@@ -409,7 +434,8 @@ def test_registry_and_options():
 
 
 def test_rewards_import_without_fairseq():
-    """The rewards subpackage needs torch only (the parent package is stubbed to skip fairseq)."""
+    """The rewards subpackage needs torch and numba only (the parent package is stubbed to skip
+    fairseq)."""
     package_dir = Path(__file__).resolve().parents[1] / "fairseq_mixer"
     code = textwrap.dedent(
         f"""

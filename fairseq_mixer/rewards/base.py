@@ -9,8 +9,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .compiled_counts import compiled_clipped_counts
 from .ngrams import clipped_counts, clipped_matches, token_equality
 from .sequences import Sequences, StartSpec, TokenBatch, to_padded_pair
+
+# Whether rewards count n-grams with the compiled kernel on the CPU; tests turn it off to run
+# the tensor code that other devices use.
+COMPILED_ON_CPU = True
 
 
 class Reward(ABC):
@@ -67,10 +72,13 @@ class Reward(ABC):
         """[B, max_order - min_order + 1] long: clipped n-gram matches for n = min_order ..
         max_order, with the reference <unk> rule applied.
 
-        Uses the sort-based :func:`clipped_counts` unless its keys would not fit (or pad equals
-        eos); then the pairwise :func:`clipped_matches`.
+        On the CPU (and COMPILED_ON_CPU) the compiled :func:`compiled_clipped_counts`; on other
+        devices the sort-based :func:`clipped_counts` unless its keys would not fit (or pad
+        equals eos), and then the pairwise :func:`clipped_matches`.
         """
         blocked = self.ref_blocked(ref)
+        if COMPILED_ON_CPU and hyp.tokens.device.type == "cpu":
+            return compiled_clipped_counts(hyp, ref, max_order, blocked, cut, min_order)
         if self.pad != self.eos:
             counts = clipped_counts(
                 hyp, ref, max_order, self.pad, self.eos, blocked, cut, min_order=min_order
