@@ -9,7 +9,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .compiled_counts import compiled_clipped_counts
 from .ngrams import clipped_counts, clipped_matches, token_equality
 from .sequences import Sequences, StartSpec, TokenBatch, to_padded_pair
 
@@ -78,6 +77,9 @@ class Reward(ABC):
         """
         blocked = self.ref_blocked(ref)
         if COMPILED_ON_CPU and hyp.tokens.device.type == "cpu":
+            # imported here: numba is needed only where rewards run on the CPU
+            from .compiled_counts import compiled_clipped_counts
+
             return compiled_clipped_counts(hyp, ref, max_order, blocked, cut, min_order)
         if self.pad != self.eos:
             counts = clipped_counts(

@@ -17,13 +17,13 @@
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#       --platform manylinux_2_28_x86_64 \
-#       --platform any -d .whl hydra-core==1.3.2 omegaconf==2.3.0 bitarray nltk sacrebleu==2.6.0 \
-#       numba==0.68.1 llvmlite==0.50.0
+#       --platform any -d .whl hydra-core==1.3.2 omegaconf==2.3.0 bitarray nltk sacrebleu==2.6.0
 #   .venv/bin/python -m pip download --no-deps --no-build-isolation --no-binary=:all: -d .whl \
 #       antlr4-python3-runtime==4.9.3 fairseq-fixed==0.12.3.1 rouge-score==0.1.2
-# and carry the binarised Multi30k of `run_recipe.py scripts/recipes/multi30k.json` (its data
-# step) as work/multi30k/data. Run from the repository root:
+# (numba, whose llvmlite wheel alone outgrows what a call may carry, stays behind: the rewards
+# run on CUDA there and never import it) and carry the binarised Multi30k of
+# `run_recipe.py scripts/recipes/multi30k.json` (its data step) as work/multi30k/data.
+# Run from the repository root:
 #   OUT=DIR bash scripts/gpu/check.sh
 # DEVICE=cpu PY=.venv/bin/python runs the same plumbing on a CPU (with RECIPE=another recipe).
 set -u
