@@ -339,6 +339,7 @@ def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
         "multi30k_gpu",
         "multi30k_lr1e-4_stage3",
         "multi30k_lr1e-4_xent025",
+        "multi30k_release_sgd",
         "gigaword",
         "gigaword_lr1e-4",
         "gigaword_lr1e-4_long",
