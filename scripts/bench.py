@@ -17,6 +17,7 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--rollout auto|one_pass|two_pass]
                                          [--transformer-step lean|fairseq]
                                          [--cuda-loop launch_bound|synchronising]
+                                         [--reward-counts compiled|tensor]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
 """
@@ -63,6 +64,7 @@ from fairseq.tasks.translation import TranslationTask
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
 from fairseq_mixer import sampling
+from fairseq_mixer.rewards import base as reward_base
 from fairseq_mixer.rewards import get_reward
 from fairseq_mixer.sampling import ROLLOUTS
 from fairseq_mixer.schedule import teacher_forced_lengths
@@ -186,6 +188,7 @@ class Job:
     model_state: Path | None = None  # the briefly trained weights, once they exist
     lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
+    compiled_counts: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
 
 
 @dataclass
@@ -226,6 +229,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MIXER's decoding loop on CUDA: launch-bound (default: no wait for the device "
         "within a step, one projection after the one-pass rollout) or the synchronising loop "
         "of the CPU (the figures of the code before the launch-bound loop)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reward-counts", choices=("compiled", "tensor"), default="compiled",
+        help="the rewards' n-gram counts on the CPU: compiled (default) or the tensor code "
+        "other devices run (the figures of the code before the compiled counts)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -304,6 +312,7 @@ def build_bench(job: Job) -> Bench:
     mixer_cfg, xent_cfg, device = job.configs["mixer"], job.configs["xent"], job.device
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
+    reward_base.COMPILED_ON_CPU = job.compiled_counts
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
     model = task.build_model(mixer_cfg.model).to(device)
@@ -713,15 +722,38 @@ def memory_method(device: str) -> str:
     if Path("/proc/self/clear_refs").exists():
         return (
             "growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs) over "
-            "its RSS after building the model and loading the batches, one child per method"
+            "its RSS after building the model, loading the batches and the rewards' compiled "
+            "counts, one child per method"
         )
     return "growth of ru_maxrss over the updates, one child process per method"
 
 
-def peak_memory_of_updates(job: Job, method: str) -> float:
-    """Peak memory growth (bytes) of `memory_updates` updates; runs in a fresh child."""
+def resident_bytes() -> int:
+    """The process's resident set now (VmRSS; 0 where /proc is missing)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    line = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def load_compiled_rewards(device: str) -> int:
+    """Loads the rewards' compiled n-gram counts (CPU) with one tiny call; returns the growth
+    of the resident set it caused. A process loads them once (numba's compiler comes with
+    them), like the model it builds: not a cost of any update."""
+    if device != "cpu" or not reward_base.COMPILED_ON_CPU:
+        return 0
+    before = resident_bytes()
+    get_reward(REWARDS[0])([[4, 5]], [[4, 5]])
+    return resident_bytes() - before
+
+
+def peak_memory_of_updates(job: Job, method: str) -> tuple[float, int]:
+    """(peak memory growth (bytes) of `memory_updates` updates, growth of the resident set
+    when the rewards' compiled counts were loaded before them); runs in a fresh child."""
     prepare_process(job.threads)
     bench = build_bench(job)
+    kernel_load = load_compiled_rewards(job.device)
     if job.device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -733,8 +765,8 @@ def peak_memory_of_updates(job: Job, method: str) -> float:
         update(bench, method, bench.batches[number % len(bench.batches)], number)
     if job.device == "cuda":
         torch.cuda.synchronize()
-        return float(torch.cuda.max_memory_allocated() - before)
-    return float(peak_rss_bytes(resettable) - before)
+        return float(torch.cuda.max_memory_allocated() - before), kernel_load
+    return float(peak_rss_bytes(resettable) - before), kernel_load
 
 
 def start_memory_workers() -> multiprocessing.context.BaseContext:
@@ -761,8 +793,11 @@ def memory_child(connection, job: Job, method: str) -> None:
         connection.close()
 
 
-def memory_in_child(context: multiprocessing.context.BaseContext, job: Job, method: str) -> float:
-    """Peak memory growth (bytes) of one method's updates, measured in a fresh child.
+def memory_in_child(
+    context: multiprocessing.context.BaseContext, job: Job, method: str
+) -> tuple[float, int]:
+    """(peak memory growth, compiled rewards' load) in bytes of one method's updates, measured
+    in a fresh child (see `peak_memory_of_updates`).
 
     One child at a time, with the threads of the timed runs: two side by side would share
     the cores and stall each other's thread pools.
@@ -788,12 +823,13 @@ def measure_memory(context: multiprocessing.context.BaseContext, jobs: dict[str,
     figures: dict[str, Any] = {"method": memory_method(device)}
     for arch, job in jobs.items():
         progress(f"peak memory, {arch}: one child process per method")
-        growth = {method: memory_in_child(context, job, method) for method in METHODS}
-        mixer, xent = growth["mixer"], growth["xent"]
+        measured = {method: memory_in_child(context, job, method) for method in METHODS}
+        (mixer, kernel_load), (xent, _) = measured["mixer"], measured["xent"]
         figures[arch] = {
             "mixer_mib": mixer / MIB,
             "xent_mib": xent / MIB,
             "ratio": mixer / xent if xent > 0 else float("inf"),
+            "compiled_rewards_load_mib": kernel_load / MIB,
         }
     return figures
 
@@ -993,6 +1029,11 @@ def memory_and_decoding_rows(results: dict, targets: dict[str, Target]) -> list[
         rows.append(
             (f"peak memory, {arch}: MIXER / XENT", measured, target.bound(), target.verdict())
         )
+        if memory["compiled_rewards_load_mib"]:
+            rows.append((
+                "  rewards' compiled counts, loaded once per process before the updates",
+                f"{memory['compiled_rewards_load_mib']:.1f} MiB", "", "",
+            ))  # fmt: skip
     decoding, target = results["decoding"], targets["decoding"]
     greedy, beam = decoding["greedy"], decoding[f"beam{BEAM}"]
     measured = (
@@ -1042,6 +1083,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
         "transformer_step": args.transformer_step,
         "cuda_loop": args.cuda_loop,
+        "reward_counts": args.reward_counts,
         "xent_flags": " ".join(XENT_FLAGS),
         "optimizer": f"SGD lr {LEARNING_RATE}, gradient norm clipped at {CLIP_NORM}",
         "pretraining": f"XENT with Adam, lr {PRETRAIN_LEARNING_RATE}",
@@ -1076,6 +1118,7 @@ def measure(
             make_job(data, arch, settings, args.device, args.threads, args.rollout),
             lean_transformer_step=args.transformer_step == "lean",
             launch_bound_on_cuda=args.cuda_loop == "launch_bound",
+            compiled_counts=args.reward_counts == "compiled",
         )
         for arch in ARCHS
     }
@@ -1148,7 +1191,7 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     print(
         f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
         f"{args.rollout}, transformer step {args.transformer_step}, cuda loop "
-        f"{args.cuda_loop}, load average "
+        f"{args.cuda_loop}, reward counts {args.reward_counts}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
         f"(after imports); results in {args.json}"
