@@ -4,6 +4,9 @@ plotting and step-skipping logic, and one end-to-end run of the tiny recipe."""
 import importlib.util
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -387,3 +390,47 @@ def test_seed_option_reseeds_the_fine_tuning_steps_only(tmp_path):
         command = run_recipe.train_command(recipe, step, workdir, cpu=False)
         assert command[command.index("--seed") :][:2] == ["--seed", "7"]
     assert "--seed" not in run_recipe.train_command(recipe, "xent", workdir, cpu=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (Path(sys.executable).parent / "fairseq-train").exists(),
+    reason="fairseq-train is not installed next to this interpreter",
+)
+def test_release_sgd_script_carries_xent_into_mixer_stages(synthetic_bin, tmp_path):
+    """scripts/release_sgd.sh through the real CLIs, 2 + 2 epochs: MIXER and its control
+    continue the XENT phase's last checkpoint with its lr (epochs 3 and 4), MIXER in its first
+    two stages, and the evaluation scores the best epoch of each."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_bin, data / "bin")
+    (data / "text").mkdir()
+    shutil.copy(synthetic_bin.parent / "text" / "test.tgt", data / "text" / "test.en")
+    work = tmp_path / "work"
+    env = {**os.environ, "PY": sys.executable, "XENT_EPOCHS": "2", "MIXER_EPOCHS": "2"}
+    env.update(SUBSETS="test", OMP_NUM_THREADS="1")
+    for phase in ("xent", "mixer", "control", "evaluate"):
+        done = subprocess.run(
+            ["bash", str(SCRIPTS / "release_sgd.sh"), str(data / "bin"), str(work), phase],
+            cwd=REPO, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, (phase, done.stderr[-2000:])
+
+    def train_rows(log: str) -> list[dict]:
+        lines = (work / log).read_text().split("\n")
+        return [json.loads(line.split("| train | ")[1]) for line in lines if "| train | " in line]
+
+    assert [row["epoch"] for row in train_rows("xent.log")] == [1, 2]
+    mixer, control = train_rows("mixer.log"), train_rows("control.log")
+    assert [(row["epoch"], row["train_mixer_s"]) for row in mixer] == [(3, "22"), (4, "22")]
+    assert [row["epoch"] for row in control] == [3, 4] and "train_reward" not in control[0]
+    assert "Loaded checkpoint" in (work / "mixer.log").read_text()
+    table = (work / "results.md").read_text()
+    for name in ("XENT (SGD)", "MIXER (SGD)", "XENT control (SGD)"):
+        assert f"| {name} | test | 1 |" in table and f"| {name} | test | 5 |" in table
+    assert "`xent/checkpoint_last.pt`" in table
+    assert re.search(r"MIXER \(SGD\) `mixer/checkpoint[34]\.pt`", table)
+    bash = subprocess.run(
+        ["bash", str(SCRIPTS / "release_sgd.sh"), str(data / "bin"), str(work), "train"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bash.returncode == 2 and "unknown phase train" in bash.stderr
