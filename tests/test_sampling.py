@@ -63,9 +63,9 @@ def test_samples_start_right_after_the_prefix_and_stop_at_eos(synthetic_bin):
     assert torch.equal(hyps, again)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "transformer", "fconv", "mixer_paper"])
-def test_dropping_finished_rows_changes_no_draw(synthetic_bin, arch, monkeypatch):
-    """Sentences leave the decoding batch as they finish; the draws stay those of the full one."""
+def seeded_sampler(synthetic_bin, arch: str):
+    """(draw, pad): `draw()` samples continuations of varied prefixes of a batch in eval
+    mode, seeded alike at every call."""
     _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
     sample = first_batch(task, max_sentences=24)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
@@ -75,14 +75,22 @@ def test_dropping_finished_rows_changes_no_draw(synthetic_bin, arch, monkeypatch
     net_input = sample["net_input"]
     encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
 
-    def draw(share: float) -> torch.Tensor:
-        monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", share)
+    def draw() -> torch.Tensor:
         generator = torch.Generator().manual_seed(3)
         args = (target, prefix, max_lengths, generator, pad, eos)
         return sample_after_prefix(model, encoder_out, *args)
 
-    shrinking, full = draw(0.75), draw(0.0)
-    assert torch.equal(shrinking, full)
+    return draw, pad
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer", "fconv", "mixer_paper"])
+def test_dropping_finished_rows_changes_no_draw(synthetic_bin, arch, monkeypatch):
+    """Sentences leave the decoding batch as they finish; the draws stay those of the full one."""
+    draw, pad = seeded_sampler(synthetic_bin, arch)
+    monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.75)
+    shrinking = draw()
+    monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.0)
+    assert torch.equal(shrinking, draw())
     assert shrinking.ne(pad).sum(1).unique().numel() > 3
 
 
@@ -165,26 +173,13 @@ def _launch_bound(monkeypatch, on: bool) -> None:
 def test_launch_bound_loop_draws_as_the_synchronising_one(synthetic_bin, arch, monkeypatch):
     """The loop run on CUDA (every row draws, a mask keeps the draws, a look at the batch
     every few steps) gives the samples of the CPU loop for the same seed."""
-    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "mixer"])
+    draw, pad = seeded_sampler(synthetic_bin, arch)
     monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)
     monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
-    sample = first_batch(task, max_sentences=24)
-    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
-    target = sample["target"]
-    prefix, max_lengths = varied_prefixes(target, pad, spread=7)
-    model.eval()
-    net_input = sample["net_input"]
-    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
-
-    def draw(launch_bound: bool) -> torch.Tensor:
-        _launch_bound(monkeypatch, launch_bound)
-        generator = torch.Generator().manual_seed(3)
-        return sample_after_prefix(
-            model, encoder_out, target, prefix, max_lengths, generator, pad, eos
-        )
-
-    launch_bound, synchronising = draw(True), draw(False)
-    assert torch.equal(launch_bound, synchronising)
+    _launch_bound(monkeypatch, True)
+    launch_bound = draw()
+    _launch_bound(monkeypatch, False)
+    assert torch.equal(launch_bound, draw())
     assert launch_bound.ne(pad).sum(1).unique().numel() > 3
 
 
