@@ -15,13 +15,16 @@ import torch
 from fairseq.models.lstm import LSTMDecoder
 
 from fairseq_mixer.decoder_features import has_feature_api
+from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
 from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
 
 ROLLOUTS = ("auto", "one_pass", "two_pass")
 
 # Whether the no-grad loop steps fairseq's TransformerDecoder with the lean step of
-# transformer_step (same numbers, less overhead); tests turn it off to compare.
+# transformer_step, and both loops step fairseq's LSTMDecoder with that of lstm_step (same
+# numbers, less overhead); tests and the bench turn them off to compare.
 LEAN_TRANSFORMER_STEP = True
+LEAN_LSTM_STEP = True
 
 # Whether the decoding loop runs launch-bound (see `_decode`) on CUDA devices; the bench
 # turns it off for the figures of the synchronising loop.
@@ -79,8 +82,8 @@ def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: 
     return lambda rows: logits[rows, -1:, :]
 
 
-def lean_decoder_step(decoder, state: LeanTransformerState, tokens: torch.Tensor, step: int):
-    """`decoder_step` through the lean transformer state: `tokens` [B] is the newest token."""
+def lean_decoder_step(decoder, state, tokens: torch.Tensor, step: int):
+    """`decoder_step` through a lean decoding state: `tokens` [B] is the newest token."""
     features = state.step(tokens, step)
     return lambda rows: decoder.output_layer(features[rows].unsqueeze(1))
 
@@ -134,7 +137,7 @@ def sample_after_prefix(
     tokens, lengths, sampled = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     live = sampled.nonzero().squeeze(1)
     if live.numel() > 0:
-        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths, lean=True)
+        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths)
         _decode(batch, tokens, generator, pad, eos, outputs=None, greedy=greedy)
     return _trimmed(tokens[:, 1:], pad)
 
@@ -237,10 +240,13 @@ def _next_token_probs(batch, step: int, rows, outputs):
     # A recurrent decoder reads only the newest token; a copy, because the draws are written
     # into `batch.tokens` while the graph holds the embedding's indices.
     newest = work[:, -1:].clone()
-    features, _ = model.decoder.extract_features(
-        newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
-    )
-    features = features[:, -1, :]
+    if batch.lean is not None:
+        features = batch.lean.step(newest[:, 0], step)
+    else:
+        features, _ = model.decoder.extract_features(
+            newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
+        )
+        features = features[:, -1, :]
     if outputs.project_after_loop:
         outputs.add(batch.rows, step, features)
         with torch.no_grad():
@@ -305,30 +311,20 @@ class _DecodingBatch:
     """The rows of a sampling batch that still need decoder steps, with their decoder state.
 
     `rows` holds their indices in the full batch, in increasing order, so the random draws
-    of a step go to the same sentences whatever was dropped before. With `lean` (no-grad
-    loop only) a supported transformer decoder in eval mode runs on a LeanTransformerState,
-    which holds its own copy of what it needs of the encoder output; other decoders keep
-    fairseq's incremental state.
+    of a step go to the same sentences whatever was dropped before. A decoder with a lean
+    state (`_lean_state`) runs on it, and the state holds its own copy of what it needs of
+    the encoder output; other decoders keep fairseq's incremental state.
     """
 
-    def __init__(self, model, encoder_out, tokens, rows, prefix_lengths, lengths, lean=False):
+    def __init__(self, model, encoder_out, tokens, rows, prefix_lengths, lengths):
         self.model = model
         self.rows = rows
         self.incremental: dict = {}
         self.encoder_out = encoder_out
         if rows.numel() < tokens.size(0):
             self.encoder_out = reordered_encoder_out(model.encoder, encoder_out, rows)
-        self.lean: LeanTransformerState | None = None
-        decoder = model.decoder
-        if (
-            lean
-            and LEAN_TRANSFORMER_STEP
-            and not decoder.training
-            and supports_lean_step(decoder, self.encoder_out)
-        ):
-            self.lean = LeanTransformerState(
-                decoder, self.encoder_out, rows.numel(), tokens.size(1) - 1
-            )
+        self.lean = _lean_state(model.decoder, self.encoder_out, rows.numel(), tokens.size(1) - 1)
+        if self.lean is not None:
             self.encoder_out = None  # the lean state holds (and compacts) its own copy
         self.tokens = tokens.index_select(0, rows)
         self.prefix = prefix_lengths.index_select(0, rows)
@@ -352,6 +348,16 @@ class _DecodingBatch:
 
     def write_back(self, tokens: torch.Tensor) -> None:
         tokens.index_copy_(0, self.rows, self.tokens)
+
+
+def _lean_state(decoder, encoder_out, batch_size: int, max_steps: int):
+    """The lean decoding state of `decoder`, or None where fairseq's incremental state serves:
+    the LSTM's (with or without grad) or the transformer's (eval mode only)."""
+    if LEAN_LSTM_STEP and supports_lean_lstm_step(decoder, encoder_out):
+        return LeanLSTMState(decoder, encoder_out)
+    if LEAN_TRANSFORMER_STEP and not decoder.training and supports_lean_step(decoder, encoder_out):
+        return LeanTransformerState(decoder, encoder_out, batch_size, max_steps)
+    return None
 
 
 def reordered_encoder_out(encoder, encoder_out, order: torch.Tensor):

@@ -143,7 +143,7 @@ def test_training_mode_takes_fairseqs_path(synthetic_bin):
     tokens = sample["target"]
     rows = torch.arange(tokens.size(0))
     lengths = tokens.ne(task.tgt_dict.pad()).sum(1)
-    batch = sampling._DecodingBatch(model, encoder_out, tokens, rows, lengths, lengths, lean=True)
+    batch = sampling._DecodingBatch(model, encoder_out, tokens, rows, lengths, lengths)
     assert batch.lean is None
     with pytest.raises(ValueError, match="eval mode"):
         LeanTransformerState(model.decoder, encoder_out, tokens.size(0), 4)
