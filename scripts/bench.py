@@ -16,6 +16,7 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--device cpu|cuda] [--threads N]
                                          [--rollout auto|one_pass|two_pass]
                                          [--transformer-step lean|fairseq]
+                                         [--lstm-step lean|fairseq]
                                          [--cuda-loop launch_bound|synchronising]
                                          [--reward-counts compiled|tensor]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
@@ -187,6 +188,7 @@ class Job:
     threads: int
     model_state: Path | None = None  # the briefly trained weights, once they exist
     lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
+    lean_lstm_step: bool = True  # --lstm-step lean (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
     compiled_counts: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
 
@@ -223,6 +225,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--transformer-step", choices=("lean", "fairseq"), default="lean",
         help="the transformer's no-grad sampling loop: the plugin's lean step (default) or "
         "fairseq's incremental decoding (the figures of the code before the lean step)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lstm-step", choices=("lean", "fairseq"), default="lean",
+        help="the LSTM's decoding loops: the plugin's lean step (default) or fairseq's "
+        "incremental decoding (the figures of the code before the lean LSTM step)",
     )  # fmt: skip
     parser.add_argument(
         "--cuda-loop", choices=("launch_bound", "synchronising"), default="launch_bound",
@@ -311,6 +318,7 @@ def build_bench(job: Job) -> Bench:
     """Task, model (seeded), MIXER and XENT criteria, SGD and the training batches."""
     mixer_cfg, xent_cfg, device = job.configs["mixer"], job.configs["xent"], job.device
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
+    sampling.LEAN_LSTM_STEP = job.lean_lstm_step
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
     reward_base.COMPILED_ON_CPU = job.compiled_counts
     utils.set_torch_seed(SEED)
@@ -1082,6 +1090,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "models": ARCH_LABELS,
         "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
         "transformer_step": args.transformer_step,
+        "lstm_step": args.lstm_step,
         "cuda_loop": args.cuda_loop,
         "reward_counts": args.reward_counts,
         "xent_flags": " ".join(XENT_FLAGS),
@@ -1117,6 +1126,7 @@ def measure(
         arch: replace(
             make_job(data, arch, settings, args.device, args.threads, args.rollout),
             lean_transformer_step=args.transformer_step == "lean",
+            lean_lstm_step=args.lstm_step == "lean",
             launch_bound_on_cuda=args.cuda_loop == "launch_bound",
             compiled_counts=args.reward_counts == "compiled",
         )
@@ -1190,7 +1200,8 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     environment = results["environment"]
     print(
         f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
-        f"{args.rollout}, transformer step {args.transformer_step}, cuda loop "
+        f"{args.rollout}, transformer step {args.transformer_step}, lstm step "
+        f"{args.lstm_step}, cuda loop "
         f"{args.cuda_loop}, reward counts {args.reward_counts}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
