@@ -12,8 +12,9 @@
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
-# runs of 3 (half), 4 (bench, and bench_synchronising: the bench again with --cuda-loop
-# synchronising) and 5 (start).
+# runs of 3 (half), 4 (bench; bench_synchronising: the bench again with --cuda-loop
+# synchronising; bench_before: again with BEFORE_FLAGS, default the loops before the lean LSTM
+# step and the launch-bound loop) and 5 (start).
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -124,4 +125,6 @@ bench_run() {  # NAME [bench.py flags]
 }
 has bench && bench_run bench
 has bench_synchronising && bench_run bench_synchronising --cuda-loop synchronising
+# shellcheck disable=SC2086  # BEFORE_FLAGS is a list of flags
+has bench_before && bench_run bench_before ${BEFORE_FLAGS:---lstm-step fairseq --cuda-loop synchronising}
 pack; stamp done
