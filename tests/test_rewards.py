@@ -469,24 +469,3 @@ def test_output_device_and_dtype(name, device):
     assert scores.device.type == device
     assert scores.dtype == torch.float32
     assert torch.allclose(scores.cpu(), expected, atol=1e-6, rtol=0)
-
-
-def test_rewards_run_on_one_thread_and_restore_the_pool(monkeypatch):
-    """A reward's tensors are tiny: on the CPU it runs on one thread, then gives the pool back,
-    also when it fails."""
-    seen = []
-    reward = get_reward("mixer_bleu", **SPECIAL)
-    score = reward.score
-    monkeypatch.setattr(
-        reward, "score", lambda *args: seen.append(torch.get_num_threads()) or score(*args)
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        reward([[4, 5, 6]], [[4, 5]])
-        assert seen == [1] and torch.get_num_threads() == 2
-        with pytest.raises(ValueError, match="batch size mismatch"):
-            reward([[4]], [[4], [5]])
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from .ngrams import clipped_counts, clipped_matches, token_equality
-from .sequences import Sequences, StartSpec, TokenBatch, batch_device, to_padded_pair
-
-
-@contextlib.contextmanager
-def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """Runs torch's CPU work on one thread for the duration: a reward's tensors hold a few
-    thousand numbers, and waking a thread pool (MKL's, for log and exp) costs several times
-    the work itself."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
+from .sequences import Sequences, StartSpec, TokenBatch, to_padded_pair
 
 # Whether rewards count n-grams with the compiled kernel on the CPU; tests turn it off to run
 # the tensor code that other devices use.
@@ -60,13 +41,12 @@ class Reward(ABC):
         return tuple(name for name in params if name != "self")
 
     def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
-        with one_thread_on_cpu(batch_device(hyps, refs)):
-            hyp, ref = to_padded_pair(hyps, refs, self.pad, self.eos)
-            if hyp.lengths.numel() == 0:
-                return torch.zeros(0, dtype=torch.float, device=hyp.tokens.device)
-            with torch.no_grad():
-                scores = self.score(hyp, ref, start)
-            return scores.to(torch.float)
+        hyp, ref = to_padded_pair(hyps, refs, self.pad, self.eos)
+        if hyp.lengths.numel() == 0:
+            return torch.zeros(0, dtype=torch.float, device=hyp.tokens.device)
+        with torch.no_grad():
+            scores = self.score(hyp, ref, start)
+        return scores.to(torch.float)
 
     @abstractmethod
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
