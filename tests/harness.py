@@ -7,6 +7,7 @@ from fairseq import options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import fairseq_mixer  # noqa: F401  (registers the plugin)
+from fairseq_mixer.sampling import sample_and_score_after_prefix
 
 TINY_LSTM = [
     "--arch", "lstm", "--encoder-embed-dim", "16", "--encoder-hidden-size", "16",
@@ -84,3 +85,22 @@ def varied_prefixes(
     prefix = (torch.arange(len(ref_lengths)) % 4).clamp(max=ref_lengths)
     prefix[::5] = ref_lengths[::5]
     return prefix, prefix + 1 + torch.arange(len(ref_lengths)) % spread
+
+
+def graded_rollout(model, sample, prefix, max_lengths, pad: int, eos: int, seed: int = 11):
+    """(samples, features, log-probabilities, parameter gradients) of one one-pass rollout of
+    `sample` in the model's current mode, the global RNG (dropout) seeded with `seed` and the
+    draws with 3; the gradients are those of a fixed weighting of the log-probabilities and
+    the features."""
+    model.zero_grad()
+    torch.manual_seed(seed)
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    generator = torch.Generator().manual_seed(3)
+    hyps, features, lprobs = sample_and_score_after_prefix(
+        model, encoder_out, sample["target"], prefix, max_lengths, generator, pad, eos
+    )
+    weights = torch.linspace(-1.0, 1.0, lprobs.numel()).view_as(lprobs)
+    ((lprobs * weights).sum() + features.square().sum()).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return hyps, features.detach(), lprobs.detach(), grads

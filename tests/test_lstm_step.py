@@ -3,11 +3,10 @@
 import pytest
 import torch
 from fairseq.models.lstm import LSTMDecoder
-from harness import ARCHS, build, first_batch, varied_prefixes
+from harness import ARCHS, build, first_batch, graded_rollout, varied_prefixes
 
 from fairseq_mixer import sampling
 from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
-from fairseq_mixer.sampling import sample_and_score_after_prefix
 
 CONFIGS = {
     "lstm": ARCHS["lstm"],
@@ -95,22 +94,11 @@ def test_one_pass_rollout_on_the_lean_state_gives_fairseqs_samples_and_gradients
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
     prefix, max_lengths = varied_prefixes(target, pad, spread=7)
-    net_input = sample["net_input"]
     model.train()
 
     def rollout(lean: bool):
         monkeypatch.setattr(sampling, "LEAN_LSTM_STEP", lean)
-        model.zero_grad()
-        torch.manual_seed(11)
-        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
-        generator = torch.Generator().manual_seed(3)
-        hyps, features, lprobs = sample_and_score_after_prefix(
-            model, encoder_out, target, prefix, max_lengths, generator, pad, eos
-        )
-        weights = torch.linspace(-1.0, 1.0, lprobs.numel()).view_as(lprobs)
-        ((lprobs * weights).sum() + features.square().sum()).backward()
-        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-        return hyps, features.detach(), lprobs.detach(), grads
+        return graded_rollout(model, sample, prefix, max_lengths, pad, eos)
 
     hyps, features, lprobs, grads = rollout(True)
     expected_hyps, expected_features, expected_lprobs, expected_grads = rollout(False)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from harness import ARCHS, build, first_batch, varied_prefixes
+from harness import ARCHS, build, first_batch, graded_rollout, varied_prefixes
 
 from fairseq_mixer import sampling
 from fairseq_mixer.decoder_features import decoder_features_and_output
@@ -196,21 +196,11 @@ def test_launch_bound_one_pass_rollout_projects_once_with_the_same_gradients(
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
     prefix, max_lengths = varied_prefixes(target, pad, spread=7)
-    net_input = sample["net_input"]
     model.train()
 
     def rollout(launch_bound: bool):
         _launch_bound(monkeypatch, launch_bound)
-        model.zero_grad()
-        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
-        generator = torch.Generator().manual_seed(3)
-        hyps, features, lprobs = sample_and_score_after_prefix(
-            model, encoder_out, target, prefix, max_lengths, generator, pad, eos
-        )
-        weights = torch.linspace(-1.0, 1.0, lprobs.numel()).view_as(lprobs)
-        ((lprobs * weights).sum() + features.square().sum()).backward()
-        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-        return hyps, features.detach(), lprobs.detach(), grads
+        return graded_rollout(model, sample, prefix, max_lengths, pad, eos)
 
     hyps, features, lprobs, grads = rollout(True)
     expected_hyps, expected_features, expected_lprobs, expected_grads = rollout(False)
