@@ -1200,9 +1200,8 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     environment = results["environment"]
     print(
         f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
-        f"{args.rollout}, transformer step {args.transformer_step}, lstm step "
-        f"{args.lstm_step}, cuda loop "
-        f"{args.cuda_loop}, reward counts {args.reward_counts}, load average "
+        f"{args.rollout}, transformer step {args.transformer_step}, lstm step {args.lstm_step}, "
+        f"cuda loop {args.cuda_loop}, reward counts {args.reward_counts}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
         f"(after imports); results in {args.json}"

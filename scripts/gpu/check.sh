@@ -6,15 +6,15 @@
 #   3. MIXER from that XENT model for 1 epoch with --bf16 (fairseq-mixer-train) and --fp16, then
 #      the recipe's MIXER, its XENT control and the evaluation at beams 1/5/10 on test (2016)
 #      and test1 (2017);
-#   4. the benchmark on CUDA, full when time is left, else --quick (and again with the loop of
-#      --cuda-loop synchronising);
+#   4. the benchmark on CUDA, full when time is left, else --quick (and again with the flags
+#      of the code before, for before/after figures from one machine);
 #   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
-# runs of 3 (half), 4 (bench; bench_synchronising: the bench again with --cuda-loop
-# synchronising; bench_before: again with BEFORE_FLAGS, default the loops before the lean LSTM
-# step and the launch-bound loop) and 5 (start).
+# runs of 3 (half), 4 (bench; bench_before: the bench again with BEFORE_FLAGS, by default
+# "--lstm-step fairseq --cuda-loop synchronising", the loops before the lean LSTM step and the
+# launch-bound loop) and 5 (start).
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -114,8 +114,7 @@ fi
 wait  # for the start recipe's XENT
 
 # 4. The benchmark on this device: full when there is time for it; with the stage
-# bench_synchronising, then again with --cuda-loop synchronising (the loop before the
-# launch-bound one).
+# bench_before, then again with BEFORE_FLAGS.
 bench_run() {  # NAME [bench.py flags]
   local name=$1 L MODE=--quick; shift; L=$(left); [ $L -gt 170 ] && MODE=
   [ $L -gt 45 ] || { echo "no time left for $name"; return; }
@@ -124,7 +123,6 @@ bench_run() {  # NAME [bench.py flags]
   tail -25 $LOGS/$name.txt; pack; stamp $name
 }
 has bench && bench_run bench
-has bench_synchronising && bench_run bench_synchronising --cuda-loop synchronising
 # shellcheck disable=SC2086  # BEFORE_FLAGS is a list of flags
 has bench_before && bench_run bench_before ${BEFORE_FLAGS:---lstm-step fairseq --cuda-loop synchronising}
 pack; stamp done
