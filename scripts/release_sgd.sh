@@ -17,7 +17,13 @@
 # it holds the references). Set CPU= (empty) to train on a GPU; PY picks the interpreter;
 # XENT_EPOCHS, MIXER_EPOCHS and SUBSETS change the 15, 8 and "test test1" above.
 set -euo pipefail
+if [ $# -ne 3 ]; then
+  echo "usage: bash scripts/release_sgd.sh DATA_BIN WORKDIR xent|mixer|control|evaluate" >&2
+  exit 2
+fi
 DATA=$1 WORK=$2 PHASE=$3
+compgen -G "$DATA/dict.*.txt" > /dev/null || {
+  echo "release_sgd.sh: $DATA is not a binarised data folder (no dict.*.txt)" >&2; exit 2; }
 PY=${PY:-.venv/bin/python}; CPU=${CPU---cpu}
 BIN=$(dirname "$PY"); XENT_EPOCHS=${XENT_EPOCHS:-15}; MIXER_EPOCHS=${MIXER_EPOCHS:-8}
 COMMON=(
@@ -33,6 +39,8 @@ LAST=$((XENT_EPOCHS + MIXER_EPOCHS))
 
 continue_from_xent() {  # FOLDER [criterion flags]: epochs 16-23 from the XENT phase's last model
   local folder=$WORK/$1; shift
+  [ -f "$WORK/xent/checkpoint_last.pt" ] || {
+    echo "release_sgd.sh: no $WORK/xent/checkpoint_last.pt: run the xent phase first" >&2; exit 2; }
   mkdir -p "$folder"
   [ -e "$folder/checkpoint_last.pt" ] || cp "$WORK/xent/checkpoint_last.pt" "$folder/"
   "$BIN/fairseq-train" "${COMMON[@]}" --save-dir "$folder" --max-epoch $LAST "$@" \

@@ -434,3 +434,22 @@ def test_release_sgd_script_carries_xent_into_mixer_stages(synthetic_bin, tmp_pa
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert bash.returncode == 2 and "unknown phase train" in bash.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["only-one"], "usage: bash scripts/release_sgd.sh DATA_BIN WORKDIR"),
+        (["{tmp}/nothing", "{tmp}/work", "xent"], "is not a binarised data folder"),
+        (["{bin}", "{tmp}/work", "mixer"], "run the xent phase first"),
+    ],
+)
+def test_release_sgd_script_errors(synthetic_bin, tmp_path, args, message):
+    """Bad arguments stop the script before any training, with a message that names them."""
+    args = [arg.format(tmp=tmp_path, bin=synthetic_bin) for arg in args]
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "release_sgd.sh"), *args],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "work").exists()
