@@ -190,7 +190,7 @@ class Job:
     lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
     lean_lstm_step: bool = True  # --lstm-step lean (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
-    compiled_counts: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
+    compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
 
 
 @dataclass
@@ -239,8 +239,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
-        help="the rewards' n-gram counts on the CPU: compiled (default) or the tensor code "
-        "other devices run (the figures of the code before the compiled counts)",
+        help="the rewards on the CPU: compiled (default: one numba call per batch; at commit "
+        "4385be8 only their n-gram counts were) or the tensor code other devices run",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -320,7 +320,7 @@ def build_bench(job: Job) -> Bench:
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
     sampling.LEAN_LSTM_STEP = job.lean_lstm_step
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
-    reward_base.COMPILED_ON_CPU = job.compiled_counts
+    reward_base.COMPILED_ON_CPU = job.compiled_rewards
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
     model = task.build_model(mixer_cfg.model).to(device)
@@ -746,7 +746,7 @@ def resident_bytes() -> int:
 
 
 def load_compiled_rewards(device: str) -> int:
-    """Loads the rewards' compiled n-gram counts (CPU) with one tiny call; returns the growth
+    """Loads the compiled rewards (CPU) with one tiny call of MIXER's; returns the growth
     of the resident set it caused. A process loads them once (numba's compiler comes with
     them), like the model it builds: not a cost of any update."""
     if device != "cpu" or not reward_base.COMPILED_ON_CPU:
@@ -758,7 +758,7 @@ def load_compiled_rewards(device: str) -> int:
 
 def peak_memory_of_updates(job: Job, method: str) -> tuple[float, int]:
     """(peak memory growth (bytes) of `memory_updates` updates, growth of the resident set
-    when the rewards' compiled counts were loaded before them); runs in a fresh child."""
+    when the compiled rewards were loaded before them); runs in a fresh child."""
     prepare_process(job.threads)
     bench = build_bench(job)
     kernel_load = load_compiled_rewards(job.device)
@@ -1039,7 +1039,7 @@ def memory_and_decoding_rows(results: dict, targets: dict[str, Target]) -> list[
         )
         if memory["compiled_rewards_load_mib"]:
             rows.append((
-                "  rewards' compiled counts, loaded once per process before the updates",
+                "  compiled rewards, loaded once per process before the updates",
                 f"{memory['compiled_rewards_load_mib']:.1f} MiB", "", "",
             ))  # fmt: skip
     decoding, target = results["decoding"], targets["decoding"]
@@ -1128,7 +1128,7 @@ def measure(
             lean_transformer_step=args.transformer_step == "lean",
             lean_lstm_step=args.lstm_step == "lean",
             launch_bound_on_cuda=args.cuda_loop == "launch_bound",
-            compiled_counts=args.reward_counts == "compiled",
+            compiled_rewards=args.reward_counts == "compiled",
         )
         for arch in ARCHS
     }

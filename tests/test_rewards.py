@@ -10,13 +10,14 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
 from fairseq_mixer.rewards import REWARD_NAMES, Reward, base, get_reward
-from fairseq_mixer.rewards.compiled_counts import compiled_clipped_counts
+from fairseq_mixer.rewards.compiled import clipped_matches_of_pair
 from fairseq_mixer.rewards.ngrams import clipped_counts, clipped_matches, token_equality
 from fairseq_mixer.rewards.sequences import to_padded_pair
 
@@ -43,8 +44,8 @@ EDGE_CASES = [
 
 @pytest.fixture(autouse=True, params=["compiled", "tensor"])
 def counting(request, monkeypatch) -> str:
-    """Every test runs twice: with the compiled n-gram counts of the CPU, and with the tensor
-    code that other devices run."""
+    """Every test runs twice: with the compiled rewards of the CPU, and with the tensor code
+    that other devices run."""
     monkeypatch.setattr(base, "COMPILED_ON_CPU", request.param == "compiled")
     return request.param
 
@@ -276,11 +277,40 @@ def test_compiled_counts_match_pairwise_counts(max_order, min_order, with_cut, w
     hyp, ref = to_padded_pair([h for h, _ in pairs], [r for _, r in pairs], PAD, EOS)
     blocked = ref.tokens == UNK if with_blocking else None
     cut = torch.tensor([rng.randint(0, 16) for _ in pairs]) if with_cut else None
-    got = compiled_clipped_counts(hyp, ref, max_order, blocked, cut, min_order=min_order)
     hyp_ref = token_equality(hyp, ref, blocked)
     expected = clipped_matches(hyp_ref, token_equality(hyp, hyp), max_order, cut)
-    assert torch.equal(got, expected[:, min_order - 1 :])
+    got = np.zeros((len(pairs), max_order - min_order + 1), dtype=np.int64)
+    hyp_runs = np.zeros((2, hyp.tokens.size(1) + 1), dtype=np.int64)
+    ref_runs = np.zeros((2, ref.tokens.size(1) + 1), dtype=np.int64)
+    for row in range(len(pairs)):
+        first = 0 if cut is None else int(cut[row])
+        clipped_matches_of_pair(
+            *(hyp.tokens[row].numpy(), int(hyp.lengths[row])),
+            *(ref.tokens[row].numpy(), int(ref.lengths[row])),
+            *(UNK, with_blocking, first, min_order, got[row], hyp_runs, ref_runs),
+        )
+    assert torch.equal(torch.from_numpy(got), expected[:, min_order - 1 :])
     assert got.sum() > 0
+
+
+@pytest.mark.parametrize("name", REWARD_NAMES)
+def test_cpu_rewards_run_compiled_unless_turned_off(name, counting, monkeypatch):
+    """On the CPU every reward scores with its compiled kernel (the tensor path is the one
+    other devices run); a reward without a kernel falls back to ``score``."""
+    calls = []
+    reward = get_reward(name, **SPECIAL)
+    compiled_score = reward.compiled_score
+
+    def recorded(*args):
+        calls.append(args)
+        return compiled_score(*args)
+
+    monkeypatch.setattr(reward, "compiled_score", recorded)
+    pairs = random_pairs(seed=91, count=20)
+    expected = run(reward, pairs)
+    assert len(calls) == (1 if counting == "compiled" else 0)
+    monkeypatch.setattr(reward, "compiled_score", lambda *a: None)
+    assert run(reward, pairs) == pytest.approx(expected, abs=1e-12)
 
 
 def relabel(seqs: list[list[int]], first_id: int, step: int) -> list[list[int]]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .ngrams import clipped_counts, clipped_matches, token_equality
-from .sequences import Sequences, StartSpec, TokenBatch, to_padded_pair
+from .sequences import Sequences, StartSpec, TokenBatch, to_padded, token_matrices
 
-# Whether rewards count n-grams with the compiled kernel on the CPU; tests turn it off to run
-# the tensor code that other devices use.
+# Whether rewards on the CPU run their compiled kernels (:mod:`.compiled`); tests turn it off
+# to run the tensor code that other devices use.
 COMPILED_ON_CPU = True
 
 
@@ -41,7 +43,13 @@ class Reward(ABC):
         return tuple(name for name in params if name != "self")
 
     def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
-        hyp, ref = to_padded_pair(hyps, refs, self.pad, self.eos)
+        hyp_tokens, ref_tokens = token_matrices(hyps, refs, self.pad)
+        if COMPILED_ON_CPU and hyp_tokens.device.type == "cpu":
+            scores = self.compiled_score(hyp_tokens, ref_tokens, start)
+            if scores is not None:
+                return scores.to(torch.float)
+        hyp = to_padded(hyp_tokens, self.pad, self.eos)
+        ref = to_padded(ref_tokens, self.pad, self.eos)
         if hyp.lengths.numel() == 0:
             return torch.zeros(0, dtype=torch.float, device=hyp.tokens.device)
         with torch.no_grad():
@@ -51,6 +59,21 @@ class Reward(ABC):
     @abstractmethod
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         """Scores a non-empty padded batch; returns [B] (any float dtype)."""
+
+    def compiled_score(self, hyp: Tensor, ref: Tensor, start: StartSpec) -> Tensor | None:
+        """[B] (any float dtype): the scores of CPU token matrices [B, L] (each sequence ends
+        at its first ``eos`` or ``pad``) from one compiled call; None for a reward without a
+        compiled kernel, which :meth:`score` then scores."""
+        return None
+
+    def run_compiled(self, kernel: Callable, hyp: Tensor, ref: Tensor, *options: Any) -> Tensor:
+        """[B] float64: ``kernel(hyp, ref, pad, eos, unk, block_unk, *options, out)``, a batch
+        kernel of :mod:`.compiled`, on CPU token matrices."""
+        out = np.empty(hyp.size(0))
+        block_unk = not self.unk_matches
+        hyp_ids, ref_ids = hyp.contiguous().numpy(), ref.contiguous().numpy()
+        kernel(hyp_ids, ref_ids, self.pad, self.eos, self.unk, block_unk, *options, out)
+        return torch.from_numpy(out)
 
     def ref_blocked(self, ref: Sequences) -> Tensor | None:
         """[B, Lr] bool: reference positions that match nothing (<unk>), or None."""
@@ -71,16 +94,10 @@ class Reward(ABC):
         """[B, max_order - min_order + 1] long: clipped n-gram matches for n = min_order ..
         max_order, with the reference <unk> rule applied.
 
-        On the CPU (and COMPILED_ON_CPU) the compiled :func:`compiled_clipped_counts`; on other
-        devices the sort-based :func:`clipped_counts` unless its keys would not fit (or pad
-        equals eos), and then the pairwise :func:`clipped_matches`.
+        The sort-based :func:`clipped_counts` unless its keys would not fit (or pad equals eos),
+        and then the pairwise :func:`clipped_matches`.
         """
         blocked = self.ref_blocked(ref)
-        if COMPILED_ON_CPU and hyp.tokens.device.type == "cpu":
-            # imported here: numba is needed only where rewards run on the CPU
-            from .compiled_counts import compiled_clipped_counts
-
-            return compiled_clipped_counts(hyp, ref, max_order, blocked, cut, min_order)
         if self.pad != self.eos:
             counts = clipped_counts(
                 hyp, ref, max_order, self.pad, self.eos, blocked, cut, min_order=min_order

@@ -58,6 +58,16 @@ class SentenceBleu(Reward):
         self.smooth_value = smooth_value
         self.max_order = max_order
 
+    def compiled_score(self, hyp: Tensor, ref: Tensor, start: StartSpec) -> Tensor:
+        from .compiled import SMOOTH_CODES, sentence_bleu_scores  # numba: CPU only
+
+        value = self.smooth_value
+        if value is None:
+            value = _SMOOTH_DEFAULTS[self.smooth_method]
+        value = 0.0 if value is None else float(value)
+        smooth = SMOOTH_CODES[self.smooth_method]
+        return self.run_compiled(sentence_bleu_scores, hyp, ref, self.max_order, smooth, value)
+
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         counts = self.clipped(hyp, ref, self.max_order)
         steps = _steps(self.max_order, counts.device).double()
@@ -114,6 +124,12 @@ class MixerBleu(Reward):
 
     name = "mixer_bleu"
     max_order = 4
+
+    def compiled_score(self, hyp: Tensor, ref: Tensor, start: StartSpec) -> Tensor:
+        from .compiled import mixer_bleu_scores  # numba: CPU only
+
+        first = to_start(start, hyp.size(0), hyp.device)
+        return self.run_compiled(mixer_bleu_scores, hyp, ref, first.numpy())
 
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         first = to_start(start, hyp.lengths.size(0), hyp.tokens.device)

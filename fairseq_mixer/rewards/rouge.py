@@ -44,6 +44,11 @@ class Rouge2(_Rouge):
 
     name = "rouge2"
 
+    def compiled_score(self, hyp: Tensor, ref: Tensor, start: StartSpec) -> Tensor:
+        from .compiled import MEASURE_CODES, rouge2_scores  # numba: CPU only
+
+        return self.run_compiled(rouge2_scores, hyp, ref, MEASURE_CODES[self.measure])
+
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         overlap = self.clipped(hyp, ref, 2, min_order=2)[:, 0].double()
         hyp_grams = (hyp.lengths - 1).clamp_(min=1)
@@ -55,6 +60,11 @@ class RougeL(_Rouge):
     """Longest-common-subsequence ROUGE; 0 when either sentence is empty."""
 
     name = "rougeL"
+
+    def compiled_score(self, hyp: Tensor, ref: Tensor, start: StartSpec) -> Tensor:
+        from .compiled import MEASURE_CODES, rouge_l_scores  # numba: CPU only
+
+        return self.run_compiled(rouge_l_scores, hyp, ref, MEASURE_CODES[self.measure])
 
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         lcs = lcs_length(self.hyp_ref_equality(hyp, ref)).double()

@@ -56,13 +56,9 @@ def _stack_lists(seqs: Sequence[Sequence[int]], pad: int, device: torch.device) 
     return tokens.to(device)
 
 
-def to_padded(batch: TokenBatch, pad: int, eos: int, device: torch.device) -> Sequences:
-    """Pads ``batch`` and cuts every sequence before its first ``eos`` or ``pad``.
-
-    Whatever follows the first ``eos``/``pad`` of a sequence (more tokens, padding) is ignored,
-    so model samples that keep going after EOS can be passed as they are. The result has one
-    column of padding after the longest sequence.
-    """
+def token_matrix(batch: TokenBatch, pad: int, device: torch.device) -> Tensor:
+    """[B, L] long token ids on ``device``: a 2-D integer tensor as it is, sequences of ids
+    right-padded with ``pad``. Nothing is cut yet: see :func:`to_padded`."""
     if isinstance(batch, Tensor):
         if batch.dim() != 2:
             raise ValueError(
@@ -70,18 +66,25 @@ def to_padded(batch: TokenBatch, pad: int, eos: int, device: torch.device) -> Se
             )
         if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
             raise ValueError(f"expected an integer tensor of token ids, got {batch.dtype}")
-        tokens = batch.to(device=device, dtype=torch.long)
-    elif len(batch) > 0 and all(isinstance(seq, Tensor) for seq in batch):
+        return batch.to(device=device, dtype=torch.long)
+    if len(batch) > 0 and all(isinstance(seq, Tensor) for seq in batch):
         if any(seq.dim() != 1 for seq in batch):
             raise ValueError("a sequence of tensors must hold 1-D tensors of token ids")
-        tokens = torch.nn.utils.rnn.pad_sequence(
+        return torch.nn.utils.rnn.pad_sequence(
             [seq.to(device=device, dtype=torch.long) for seq in batch],
             batch_first=True,
             padding_value=pad,
         )
-    else:
-        tokens = _stack_lists(batch, pad, device)
+    return _stack_lists(batch, pad, device)
 
+
+def to_padded(tokens: Tensor, pad: int, eos: int) -> Sequences:
+    """Cuts every row of a :func:`token_matrix` before its first ``eos`` or ``pad``.
+
+    Whatever follows the first ``eos``/``pad`` of a sequence (more tokens, padding) is ignored,
+    so model samples that keep going after EOS can be passed as they are. The result has one
+    column of padding after the longest sequence.
+    """
     outside = ((tokens == eos) | (tokens == pad)).cumsum(dim=1) > 0
     lengths = tokens.size(1) - outside.sum(dim=1)
     tokens = tokens.masked_fill(outside, pad)
@@ -91,19 +94,25 @@ def to_padded(batch: TokenBatch, pad: int, eos: int, device: torch.device) -> Se
     return Sequences(tokens[:, :width], lengths)
 
 
+def token_matrices(hyps: TokenBatch, refs: TokenBatch, pad: int) -> tuple[Tensor, Tensor]:
+    """The :func:`token_matrix` of hypotheses and references, on one device (that of the
+    first tensor input), checked to hold the same number of sentences."""
+    device = batch_device(hyps, refs)
+    hyp = token_matrix(hyps, pad, device)
+    ref = token_matrix(refs, pad, device)
+    if hyp.size(0) != ref.size(0):
+        raise ValueError(
+            f"batch size mismatch: {hyp.size(0)} hypotheses but {ref.size(0)} references"
+        )
+    return hyp, ref
+
+
 def to_padded_pair(
     hyps: TokenBatch, refs: TokenBatch, pad: int, eos: int
 ) -> tuple[Sequences, Sequences]:
     """Pads hypotheses and references onto one device (that of the first tensor input)."""
-    device = batch_device(hyps, refs)
-    hyp = to_padded(hyps, pad, eos, device)
-    ref = to_padded(refs, pad, eos, device)
-    if hyp.lengths.size(0) != ref.lengths.size(0):
-        raise ValueError(
-            f"batch size mismatch: {hyp.lengths.size(0)} hypotheses "
-            f"but {ref.lengths.size(0)} references"
-        )
-    return hyp, ref
+    hyp, ref = token_matrices(hyps, refs, pad)
+    return to_padded(hyp, pad, eos), to_padded(ref, pad, eos)
 
 
 def to_start(start: StartSpec, batch_size: int, device: torch.device) -> Tensor:
