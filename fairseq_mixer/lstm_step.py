@@ -32,8 +32,8 @@ class LeanLSTMState:
 
     `step(tokens, t)` feeds the newest token of every row and gives the features fairseq's
     `extract_features(..., incremental_state)` gives for it ([B, C]; `t` is unused, kept for
-    the interface of the lean transformer state); `project(features)` is the decoder's output
-    layer; `keep(rows)` drops rows, as fairseq's incremental-state reordering does.
+    the interface of the lean transformer state); `keep(rows)` drops rows, as fairseq's
+    incremental-state reordering does.
     """
 
     def __init__(self, decoder, encoder_out: tuple):
@@ -47,7 +47,6 @@ class LeanLSTMState:
             self.hiddens = [decoder.encoder_hidden_proj(h) for h in self.hiddens]
             self.cells = [decoder.encoder_cell_proj(c) for c in self.cells]
         self.input_feed = encoder_outs.new_zeros(hiddens.size(1), decoder.hidden_size)
-        self.project = decoder.output_layer
 
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         """Features [B, C] after feeding `tokens` [B]."""

@@ -82,10 +82,10 @@ def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: 
     return lambda rows: logits[rows, -1:, :]
 
 
-def lean_decoder_step(state, tokens: torch.Tensor, step: int):
+def lean_decoder_step(decoder, state, tokens: torch.Tensor, step: int):
     """`decoder_step` through a lean decoding state: `tokens` [B] is the newest token."""
     features = state.step(tokens, step)
-    return lambda rows: state.project(features[rows].unsqueeze(1))
+    return lambda rows: decoder.output_layer(features[rows].unsqueeze(1))
 
 
 # Rows that no longer need decoder steps are dropped from the decoding batch once at most
@@ -230,7 +230,7 @@ def _next_token_probs(batch, step: int, rows, outputs):
     work = batch.tokens[:, : step + 1]
     if outputs is None:
         if batch.lean is not None:
-            logits_of = lean_decoder_step(batch.lean, work[:, -1], step)
+            logits_of = lean_decoder_step(model.decoder, batch.lean, work[:, -1], step)
         else:
             logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
         if rows is not None and rows.numel() == 0:

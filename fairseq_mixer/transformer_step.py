@@ -8,17 +8,9 @@ same features (up to float rounding) for the configurations `supports_lean_step`
 with preallocated self-attention caches, encoder keys and values projected once, and one
 fused projection for the queries, keys and values of each layer. Eval mode only: dropout is
 skipped.
-
-On the CPU its products go through oneDNN's linear kernel where the torch build has it (the
-one torch.compile's CPU backend calls): for the few rows of a decoding step it runs about
-twice as fast as `F.linear`'s BLAS call (docs/performance.md), with the same results up to
-float rounding.
 """
 
 from __future__ import annotations
-
-import functools
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,40 +19,9 @@ from fairseq.modules import LearnedPositionalEmbedding, SinusoidalPositionalEmbe
 from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.multihead_attention import MultiheadAttention
 from fairseq.modules.transformer_layer import TransformerDecoderLayer, TransformerDecoderLayerBase
-from torch import nn
 
 _LAYERS = (TransformerDecoderLayerBase, TransformerDecoderLayer)
 _POSITIONS = (LearnedPositionalEmbedding, SinusoidalPositionalEmbedding)
-
-# Whether the lean step's products use oneDNN's linear kernel on the CPU (see the module
-# docstring); tests and the bench turn it off to compare.
-ONEDNN_LINEAR_ON_CPU = True
-
-
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-@functools.cache
-def _onednn_linear_works() -> bool:
-    """Whether this torch build runs oneDNN's linear kernel (its x86 CPU builds do)."""
-    try:
-        one = torch.ones(1, 1)
-        return bool(torch.equal(_onednn_linear(one, one, None), one))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def step_linear(like: torch.Tensor) -> Callable:
-    """`F.linear`, or oneDNN's linear for float32 CPU tensors `like` where it works."""
-    if (
-        ONEDNN_LINEAR_ON_CPU
-        and like.device.type == "cpu"
-        and like.dtype == torch.float32
-        and _onednn_linear_works()
-    ):
-        return _onednn_linear
-    return F.linear
 
 
 def supports_lean_step(decoder, encoder_out) -> bool:
@@ -150,10 +111,9 @@ def _attend(q, keys, values, bias=None) -> torch.Tensor:
 class _Layer:
     """One decoder layer's fused weights, encoder keys/values and self-attention cache."""
 
-    def __init__(self, layer, encoder_states, key_padding_bias, batch: int, max_steps: int, linear):
+    def __init__(self, layer, encoder_states, key_padding_bias, batch: int, max_steps: int):
         attn, cross = layer.self_attn, layer.encoder_attn
         self.layer = layer
-        self.linear = linear
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
         # One projection for the self-attention's queries, keys and values.
         self.qkv_weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
@@ -163,7 +123,7 @@ class _Layer:
         self.cross_q = cross.q_proj
         self.cross_out = cross.out_proj
         source = encoder_states.size(0)
-        kv = linear(
+        kv = F.linear(
             encoder_states,
             torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
             _cat_bias(cross.k_proj, cross.v_proj),
@@ -177,7 +137,7 @@ class _Layer:
         self.values = encoder_states.new_empty(shape)
 
     def step(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        layer, linear = self.layer, self.linear
+        layer = self.layer
         batch, dim = x.shape
         heads, head_dim = self.heads, self.head_dim
         pre_norm = layer.normalize_before
@@ -185,31 +145,31 @@ class _Layer:
         residual = x
         if pre_norm:
             x = layer.self_attn_layer_norm(x)
-        qkv = linear(x, self.qkv_weight, self.qkv_bias).view(batch, 3, heads, head_dim)
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, 3, heads, head_dim)
         self.keys[:, t].view(batch, heads, head_dim).copy_(qkv[:, 1])
         self.values[:, t].view(batch, heads, head_dim).copy_(qkv[:, 2])
         q = (qkv[:, 0] * self.scaling).view(batch * heads, 1, head_dim)
         x = _attend(q, self.keys[:, : t + 1], self.values[:, : t + 1]).view(batch, dim)
-        x = residual + linear(x, self.out.weight, self.out.bias)
+        x = residual + F.linear(x, self.out.weight, self.out.bias)
         if not pre_norm:
             x = layer.self_attn_layer_norm(x)
 
         residual = x
         if pre_norm:
             x = layer.encoder_attn_layer_norm(x)
-        q = linear(x, self.cross_q.weight, self.cross_q.bias) * self.cross_scaling
+        q = F.linear(x, self.cross_q.weight, self.cross_q.bias) * self.cross_scaling
         q = q.view(batch * heads, 1, head_dim)
         x = _attend(q, self.cross_keys, self.cross_values, self.key_padding_bias)
         x = x.view(batch, dim)
-        x = residual + linear(x, self.cross_out.weight, self.cross_out.bias)
+        x = residual + F.linear(x, self.cross_out.weight, self.cross_out.bias)
         if not pre_norm:
             x = layer.encoder_attn_layer_norm(x)
 
         residual = x
         if pre_norm:
             x = layer.final_layer_norm(x)
-        x = layer.activation_fn(linear(x, layer.fc1.weight, layer.fc1.bias))
-        x = residual + linear(x, layer.fc2.weight, layer.fc2.bias)
+        x = layer.activation_fn(F.linear(x, layer.fc1.weight, layer.fc1.bias))
+        x = residual + F.linear(x, layer.fc2.weight, layer.fc2.bias)
         if not pre_norm:
             x = layer.final_layer_norm(x)
         return x
@@ -255,15 +215,9 @@ class LeanTransformerState:
             mask = masks[0].to(torch.bool)
             bias = states.new_zeros(mask.shape).masked_fill_(mask, float("-inf"))
             bias = bias.repeat_interleave(heads, dim=0).unsqueeze(1)  # [B * H, 1, S]
-        linear = step_linear(states)
         self.layers = [
-            _Layer(layer, states, bias, batch_size, max_steps, linear) for layer in decoder.layers
+            _Layer(layer, states, bias, batch_size, max_steps) for layer in decoder.layers
         ]
-        self.linear = linear
-        plain_output = type(decoder).output_layer is TransformerDecoderBase.output_layer
-        self.projection = decoder.output_projection
-        if not plain_output or type(self.projection) is not nn.Linear:
-            self.projection = None
         self.positions = None
         if decoder.embed_positions is not None:
             # A row of max_steps real tokens: fairseq's positions padding_idx + 1, + 2, ...,
@@ -290,12 +244,6 @@ class LeanTransformerState:
             x = decoder.project_out_dim(x)
         self.filled = t + 1
         return x
-
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        """The decoder's output layer on `features` [..., C]: logits [..., V]."""
-        if self.projection is None:
-            return self.decoder.output_layer(features)
-        return self.linear(features, self.projection.weight, self.projection.bias)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only batch rows `rows` (indices into the current batch) in every cache."""

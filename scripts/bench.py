@@ -19,7 +19,6 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--lstm-step lean|fairseq]
                                          [--cuda-loop launch_bound|synchronising]
                                          [--reward-counts compiled|tensor]
-                                         [--step-linear onednn|torch]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
 """
@@ -65,7 +64,7 @@ from fairseq.tasks.translation import TranslationTask
 
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
-from fairseq_mixer import sampling, transformer_step
+from fairseq_mixer import sampling
 from fairseq_mixer.rewards import base as reward_base
 from fairseq_mixer.rewards import get_reward
 from fairseq_mixer.sampling import ROLLOUTS
@@ -190,7 +189,6 @@ class Job:
     model_state: Path | None = None  # the briefly trained weights, once they exist
     lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
     lean_lstm_step: bool = True  # --lstm-step lean (the plugin's default)
-    onednn_step_linear: bool = True  # --step-linear onednn (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
     compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
 
@@ -243,11 +241,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
         help="the rewards on the CPU: compiled (default: one numba call per batch; at commit "
         "4385be8 only their n-gram counts were) or the tensor code other devices run",
-    )  # fmt: skip
-    parser.add_argument(
-        "--step-linear", choices=("onednn", "torch"), default="onednn",
-        help="the products of the lean transformer step on the CPU: oneDNN's linear kernel "
-        "(default, where torch has it) or F.linear (the figures of the code before it)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -326,7 +319,6 @@ def build_bench(job: Job) -> Bench:
     mixer_cfg, xent_cfg, device = job.configs["mixer"], job.configs["xent"], job.device
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
     sampling.LEAN_LSTM_STEP = job.lean_lstm_step
-    transformer_step.ONEDNN_LINEAR_ON_CPU = job.onednn_step_linear
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
     reward_base.COMPILED_ON_CPU = job.compiled_rewards
     utils.set_torch_seed(SEED)
@@ -1099,7 +1091,6 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
         "transformer_step": args.transformer_step,
         "lstm_step": args.lstm_step,
-        "step_linear": args.step_linear,
         "cuda_loop": args.cuda_loop,
         "reward_counts": args.reward_counts,
         "xent_flags": " ".join(XENT_FLAGS),
@@ -1136,7 +1127,6 @@ def measure(
             make_job(data, arch, settings, args.device, args.threads, args.rollout),
             lean_transformer_step=args.transformer_step == "lean",
             lean_lstm_step=args.lstm_step == "lean",
-            onednn_step_linear=args.step_linear == "onednn",
             launch_bound_on_cuda=args.cuda_loop == "launch_bound",
             compiled_rewards=args.reward_counts == "compiled",
         )
@@ -1211,8 +1201,7 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     print(
         f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
         f"{args.rollout}, transformer step {args.transformer_step}, lstm step {args.lstm_step}, "
-        f"step linear {args.step_linear}, cuda loop {args.cuda_loop}, reward counts "
-        f"{args.reward_counts}, load average "
+        f"cuda loop {args.cuda_loop}, reward counts {args.reward_counts}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
         f"(after imports); results in {args.json}"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from harness import ARCHS, build, first_batch, varied_prefixes
 
-from fairseq_mixer import sampling, transformer_step
+from fairseq_mixer import sampling
 from fairseq_mixer.sampling import sample_after_prefix
 from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
 
@@ -50,12 +50,9 @@ def batch_with_padded_sources(task, size: int = 24) -> dict:
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-@pytest.mark.parametrize("onednn", [True, False])
 @torch.no_grad()
-def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config, onednn, monkeypatch):
-    """Every step, before and after dropping rows, gives fairseq's features and logits, with
-    oneDNN's linear kernel (where this torch has it) and with F.linear."""
-    monkeypatch.setattr(transformer_step, "ONEDNN_LINEAR_ON_CPU", onednn)
+def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
+    """Every step, before and after dropping rows, gives fairseq's features and logits."""
     task, model = eval_model(synthetic_bin, CONFIGS[config])
     decoder = model.decoder
     sample = batch_with_padded_sources(task)
@@ -67,8 +64,6 @@ def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config, on
     tokens = torch.randint(first_real, len(task.tgt_dict), (batch, steps), generator=generator)
     tokens[:, 0] = task.tgt_dict.eos()
     state = LeanTransformerState(decoder, encoder_out, batch, steps)
-    uses_onednn = onednn and transformer_step._onednn_linear_works()
-    assert (state.linear is transformer_step._onednn_linear) == uses_onednn
     incremental: dict = {}
     for t in range(steps):
         if t == 4:  # compaction: keep some rows, in order
@@ -83,7 +78,7 @@ def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config, on
         features = state.step(tokens[:, t], t)
         assert features.shape == expected[:, -1].shape
         assert torch.allclose(features, expected[:, -1], atol=1e-5), config
-        logits = state.project(features)
+        logits = decoder.output_layer(features)
         assert torch.allclose(logits, decoder.output_layer(expected[:, -1]), atol=1e-5)
 
 
