@@ -58,12 +58,16 @@ class SentenceBleu(Reward):
         self.smooth_value = smooth_value
         self.max_order = max_order
 
+    def effective_smooth_value(self) -> float | None:
+        """The smoothing value: the one given, else sacrebleu's default for the method."""
+        if self.smooth_value is None:
+            return _SMOOTH_DEFAULTS[self.smooth_method]
+        return self.smooth_value
+
     def compiled_score(self, hyp: Tensor, ref: Tensor, start: StartSpec) -> Tensor:
         from .compiled import SMOOTH_CODES, sentence_bleu_scores  # numba: CPU only
 
-        value = self.smooth_value
-        if value is None:
-            value = _SMOOTH_DEFAULTS[self.smooth_method]
+        value = self.effective_smooth_value()
         value = 0.0 if value is None else float(value)
         smooth = SMOOTH_CODES[self.smooth_method]
         return self.run_compiled(sentence_bleu_scores, hyp, ref, self.max_order, smooth, value)
@@ -75,9 +79,7 @@ class SentenceBleu(Reward):
         total = (hyp.lengths[:, None] - steps).clamp_(min=0)
         any_match = counts.any(dim=1)
 
-        value = self.smooth_value
-        if value is None:
-            value = _SMOOTH_DEFAULTS[self.smooth_method]
+        value = self.effective_smooth_value()
         if self.smooth_method == "add-k":
             extra = (steps > 0).double() * value
             correct = correct + extra
@@ -129,7 +131,7 @@ class MixerBleu(Reward):
         from .compiled import mixer_bleu_scores  # numba: CPU only
 
         first = to_start(start, hyp.size(0), hyp.device)
-        return self.run_compiled(mixer_bleu_scores, hyp, ref, first.numpy())
+        return self.run_compiled(mixer_bleu_scores, hyp, ref, first.contiguous().numpy())
 
     def score(self, hyp: Sequences, ref: Sequences, start: StartSpec) -> Tensor:
         first = to_start(start, hyp.lengths.size(0), hyp.tokens.device)
