@@ -517,25 +517,32 @@ def watch_mixer_internals(bench: Bench, clock: PhaseClock) -> contextlib.ExitSta
     return stack
 
 
+XENT_PHASES = ("forward", "backward", "step")
+
+
 def phase_breakdown(bench: Bench, settings: Settings) -> dict:
-    """Share of each phase in the summed time of a few watched MIXER updates."""
-    clock = PhaseClock(bench.device)
+    """Share of each phase in the summed time of a few watched MIXER updates, and the
+    forward, backward and step of as many XENT updates on the same batches, alternated."""
+    clock, xent_clock = PhaseClock(bench.device), PhaseClock(bench.device)
     first_number = settings.warmup_pairs + settings.timed_pairs
-    with watch_mixer_internals(bench, clock):
-        for number in range(settings.phase_updates):
-            batch = bench.batches[number % len(bench.batches)]
+    for number in range(settings.phase_updates):
+        batch = bench.batches[number % len(bench.batches)]
+        with watch_mixer_internals(bench, clock):
             update(bench, "mixer", batch, first_number + number, clock.phase)
+        update(bench, "xent", batch, first_number + number, xent_clock.phase)
     seconds = defaultdict(float, clock.seconds)
     inner = ("encoder", "rollout", "sampling", "teacher_forced", "reward")
     seconds["rest_of_forward"] = seconds.pop("forward") - sum(seconds[name] for name in inner)
     total = sum(seconds.values())
-    return {
+    phases = {
         name: {
             "ms_per_update": 1000 * seconds[name] / settings.phase_updates,
             "share": seconds[name] / total,
         }
         for name in MIXER_PHASES
     }
+    xent = {name: 1000 * xent_clock.seconds[name] / settings.phase_updates for name in XENT_PHASES}
+    return {**phases, "xent_ms_per_update": xent}
 
 
 def decoder_steps(bench: Bench) -> dict:
@@ -991,6 +998,9 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
                 continue  # a phase of the other rollout
             measured = f"{phase['ms_per_update']:.1f} ms ({100 * phase['share']:.0f}%)"
             rows.append((f"  {arch} MIXER update: {label}", measured, "", ""))
+        xent = results["phases"][arch]["xent_ms_per_update"]
+        measured = " / ".join(f"{xent[name]:.1f}" for name in XENT_PHASES) + " ms"
+        rows.append((f"  {arch} XENT update: {' / '.join(XENT_PHASES)}", measured, "", ""))
     return rows
 
 
