@@ -129,7 +129,7 @@ def _mixer_bleu(matches, hyp_len, ref_len, first):  # pragma: no cover - compile
 def _sentence_bleu(matches, hyp_len, ref_len, smooth, value):  # pragma: no cover - compiled
     if matches.sum() == 0:
         return 0.0
-    halvings = 1.0
+    smooth_mteval = 1.0  # sacrebleu's name: doubles at each order without a match
     log_sum = 0.0
     used = matches.shape[0]
     for step in range(matches.shape[0]):
@@ -142,8 +142,8 @@ def _sentence_bleu(matches, hyp_len, ref_len, smooth, value):  # pragma: no cove
         if correct > 0:
             precision = correct / total
         elif smooth == _EXP:
-            halvings *= 2
-            precision = 1 / (halvings * total)
+            smooth_mteval *= 2
+            precision = 1 / (smooth_mteval * total)
         elif smooth == _FLOOR:
             precision = value / total
         else:
