@@ -654,9 +654,13 @@ def reward_jobs(bench: Bench, hyps: torch.Tensor, refs: torch.Tensor) -> dict[st
 
 
 def time_calls(bench: Bench, pairs: list[tuple], rounds: int) -> dict[str, list[float]]:
-    """Seconds of every call, rotating the order of the scorers round by round."""
+    """Seconds of every call, rotating the order of the scorers round by round, after one
+    untimed call of each (on the CPU a reward's first call in a process loads its compiled
+    kernel, and compiles it where the cache beside the module is missing or stale)."""
     calls: dict[str, list[float]] = defaultdict(list)
     jobs = [reward_jobs(bench, hyps, refs) for hyps, refs in pairs]
+    for job in jobs[0].values():
+        job()
     for round_number in range(rounds):
         for batch_jobs in jobs:
             names = list(batch_jobs)
