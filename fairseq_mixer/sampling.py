@@ -162,7 +162,7 @@ def sample_and_score_after_prefix(
     tokens, lengths, _ = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     every_row = torch.arange(tokens.size(0), device=tokens.device)
     batch = _DecodingBatch(model, encoder_out, tokens, every_row, prefix_lengths, lengths)
-    outputs = _StepOutputs(project_after_loop=uses_launch_bound_loop(tokens.device))
+    outputs = _StepOutputs()
     _decode(batch, tokens, generator, pad, eos, outputs)
     hyps = _trimmed(tokens[:, 1:], pad)
     features, lprobs = outputs.stacked(model, hyps.ne(pad).sum(1), hyps.size(1))
@@ -178,9 +178,9 @@ def uses_launch_bound_loop(device: torch.device) -> bool:
 def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool = False) -> None:
     """The decoding loop of both rollouts.
 
-    Without `outputs` (no_grad): only the rows that draw are projected onto the vocabulary.
-    With `outputs` (one pass, with grad): every row is, and each step's features (and
-    log-probabilities, unless `outputs` projects them after the loop) are kept for the losses.
+    Only the rows that draw are projected onto the vocabulary, without grad. With `outputs`
+    (one pass, with grad) each step's features are kept, to be projected with grad once after
+    the loop.
 
     Every step takes one uniform number per sentence of the whole batch, so the samples of a
     seed depend neither on which rows are still in the decoding batch nor on the loop's kind.
@@ -224,7 +224,7 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
 def _next_token_probs(batch, step: int, rows, outputs):
     """Next-token probabilities [R, V] of the decoding batch's `rows` (None: all of them), or
     None when `rows` is empty. The decoder steps every row, and with `outputs` (one pass) the
-    step of every row is recorded there.
+    features of every row are recorded there; only the rows that draw are projected here.
     """
     model = batch.model
     work = batch.tokens[:, : step + 1]
@@ -247,16 +247,14 @@ def _next_token_probs(batch, step: int, rows, outputs):
             newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
         )
         features = features[:, -1, :]
-    if outputs.project_after_loop:
-        outputs.add(batch.rows, step, features)
-        with torch.no_grad():
-            lprobs = _log_probs(model, features.unsqueeze(1))[:, 0, :]
-    else:
-        lprobs = _log_probs(model, features.unsqueeze(1))[:, 0, :]
-        outputs.add(batch.rows, step, features, lprobs)
-    if rows is None:
-        return lprobs.detach().exp()
-    return lprobs[rows].detach().exp() if rows.numel() > 0 else None
+    outputs.add(batch.rows, step, features)
+    if rows is not None:
+        if rows.numel() == 0:
+            return None
+        features = features[rows]
+    with torch.no_grad():
+        logits = model.decoder.output_layer(features.unsqueeze(1))
+        return model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
 
 
 def _log_probs(model, features: torch.Tensor) -> torch.Tensor:
@@ -265,39 +263,33 @@ def _log_probs(model, features: torch.Tensor) -> torch.Tensor:
 
 
 class _StepOutputs:
-    """Per-step decoder features (and log-probabilities) of the rows that ran, to be stacked.
+    """Per-step decoder features of the rows that ran, to be stacked after the loop.
 
     Rows that finished stay in the decoding batch until it is compacted; their outputs past
-    the end are dropped when stacking, by one mask instead of an index per step. With
-    `project_after_loop` the steps keep features only, and the log-probabilities with grad
-    come from one projection of the stacked features: one large product and one node of the
-    graph instead of one per step (the launch-bound loop's choice; on a CPU the second
-    projection costs more than the per-step nodes save).
+    the end are dropped when stacking, by one mask instead of an index per step. The
+    log-probabilities with grad come from one projection of the stacked features: one large
+    product and one node of the graph. Projected step by step instead, every step's node
+    would accumulate a gradient of the whole output projection in the backward, which costs
+    far more than projecting the features twice once the vocabulary is real
+    (docs/performance.md); the steps project the rows that draw without grad.
     """
 
-    def __init__(self, project_after_loop: bool):
-        self.project_after_loop = project_after_loop
+    def __init__(self):
         self.rows: list[torch.Tensor] = []
         self.steps: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
-        self.lprobs: list[torch.Tensor] = []
 
-    def add(self, rows, step: int, features, lprobs=None) -> None:
+    def add(self, rows, step: int, features) -> None:
         self.rows.append(rows)
         self.steps.append(torch.full_like(rows, step))
         self.features.append(features)
-        if lprobs is not None:
-            self.lprobs.append(lprobs)
 
     def stacked(self, model, lengths: torch.Tensor, width: int):
         """([B, width, d], [B, width, V]) of rows with `lengths` [B], zeros past the ends."""
         rows, steps = torch.cat(self.rows), torch.cat(self.steps)
         ran = steps < lengths[rows]
         where = (rows * width + steps)[ran]
-        batch = lengths.size(0)
-        features = _scattered(torch.cat(self.features)[ran], where, batch, width)
-        if not self.project_after_loop:
-            return features, _scattered(torch.cat(self.lprobs)[ran], where, batch, width)
+        features = _scattered(torch.cat(self.features)[ran], where, lengths.size(0), width)
         inside = torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)
         return features, _log_probs(model, features).masked_fill(~inside.unsqueeze(-1), 0.0)
 
