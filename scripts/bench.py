@@ -234,8 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cuda-loop", choices=("launch_bound", "synchronising"), default="launch_bound",
         help="MIXER's decoding loop on CUDA: launch-bound (default: no wait for the device "
-        "within a step, one projection after the one-pass rollout) or the synchronising loop "
-        "of the CPU (the figures of the code before the launch-bound loop)",
+        "within a step) or the synchronising loop of the CPU (the figures of the loop before "
+        "the launch-bound one; both project the one-pass rollout once, after the loop)",
     )  # fmt: skip
     parser.add_argument(
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
