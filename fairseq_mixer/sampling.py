@@ -12,11 +12,9 @@ Two ways (spec section 3, `--mixer-rollout`):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from fairseq.models.lstm import LSTMDecoder
 
 from fairseq_mixer.decoder_features import has_feature_api
-from fairseq_mixer.known_projection import KnownLinear, linear_output_layer
 from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
 from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
 
@@ -164,7 +162,7 @@ def sample_and_score_after_prefix(
     tokens, lengths, _ = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     every_row = torch.arange(tokens.size(0), device=tokens.device)
     batch = _DecodingBatch(model, encoder_out, tokens, every_row, prefix_lengths, lengths)
-    outputs = _StepOutputs(linear_output_layer(model.decoder))
+    outputs = _StepOutputs()
     _decode(batch, tokens, generator, pad, eos, outputs)
     hyps = _trimmed(tokens[:, 1:], pad)
     features, lprobs = outputs.stacked(model, hyps.ne(pad).sum(1), hyps.size(1))
@@ -250,23 +248,18 @@ def _next_token_probs(batch, step: int, rows, outputs):
         )
         features = features[:, -1, :]
     outputs.add(batch.rows, step, features)
-    with torch.no_grad():
-        if outputs.projection is None:
-            drawing = features if rows is None else features[rows]
-            logits = model.decoder.output_layer(drawing.unsqueeze(1))
-        else:
-            # the rows still decoding (those that draw, and those in their prefix) keep their
-            # logits for the losses
-            live = None if rows is None else batch.active.nonzero().squeeze(1)
-            live_rows = batch.rows if live is None else batch.rows[live]
-            logits = F.linear(features if live is None else features[live], *outputs.projection)
-            outputs.add_logits(live_rows, step, logits)
-            if rows is not None:
-                logits = logits[batch.prefix[live] <= step]
-            logits = logits.unsqueeze(1)
-        if rows is not None and rows.numel() == 0:
+    if rows is not None:
+        if rows.numel() == 0:
             return None
+        features = features[rows]
+    with torch.no_grad():
+        logits = model.decoder.output_layer(features.unsqueeze(1))
         return model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
+
+
+def _log_probs(model, features: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities [B, L, V] of decoder features [B, L, d]."""
+    return model.get_normalized_probs((model.decoder.output_layer(features), None), log_probs=True)
 
 
 class _StepOutputs:
@@ -278,50 +271,27 @@ class _StepOutputs:
     product and one node of the graph. Projected step by step instead, every step's node
     would accumulate a gradient of the whole output projection in the backward, which costs
     far more than projecting the features twice once the vocabulary is real
-    (docs/performance.md). Where the output layer is one linear map (`projection`, its weight
-    and bias), the steps' own logits, made without grad to draw, serve as that projection's
-    values (:class:`KnownLinear`); otherwise the stacked features are projected again.
+    (docs/performance.md); the steps project the rows that draw without grad.
     """
 
-    def __init__(self, projection: tuple | None):
-        self.projection = projection
+    def __init__(self):
         self.rows: list[torch.Tensor] = []
         self.steps: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
-        self.logit_rows: list[torch.Tensor] = []
-        self.logit_steps: list[torch.Tensor] = []
-        self.logits: list[torch.Tensor] = []
 
     def add(self, rows, step: int, features) -> None:
         self.rows.append(rows)
         self.steps.append(torch.full_like(rows, step))
         self.features.append(features)
 
-    def add_logits(self, rows, step: int, logits) -> None:
-        self.logit_rows.append(rows)
-        self.logit_steps.append(torch.full_like(rows, step))
-        self.logits.append(logits)
-
     def stacked(self, model, lengths: torch.Tensor, width: int):
         """([B, width, d], [B, width, V]) of rows with `lengths` [B], zeros past the ends."""
-        features = _stacked(self.rows, self.steps, self.features, lengths, width)
-        if self.projection is None:
-            logits = model.decoder.output_layer(features)
-        else:
-            known = _stacked(self.logit_rows, self.logit_steps, self.logits, lengths, width)
-            logits = KnownLinear.apply(features, *self.projection, known)
-        lprobs = model.get_normalized_probs((logits, None), log_probs=True)
+        rows, steps = torch.cat(self.rows), torch.cat(self.steps)
+        ran = steps < lengths[rows]
+        where = (rows * width + steps)[ran]
+        features = _scattered(torch.cat(self.features)[ran], where, lengths.size(0), width)
         inside = torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)
-        return features, lprobs.masked_fill(~inside.unsqueeze(-1), 0.0)
-
-
-def _stacked(rows: list, steps: list, values: list, lengths: torch.Tensor, width: int):
-    """[B, width, C]: the per-step `values` [R, C] of (`rows`, `steps`) inside `lengths`
-    [B], zeros elsewhere."""
-    rows, steps = torch.cat(rows), torch.cat(steps)
-    ran = steps < lengths[rows]
-    where = (rows * width + steps)[ran]
-    return _scattered(torch.cat(values)[ran], where, lengths.size(0), width)
+        return features, _log_probs(model, features).masked_fill(~inside.unsqueeze(-1), 0.0)
 
 
 def _scattered(values: torch.Tensor, where: torch.Tensor, batch: int, width: int):
