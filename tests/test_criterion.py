@@ -154,13 +154,17 @@ def test_models_without_incremental_decoding_are_refused():
         check_incremental_decoder(model)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "mixer_paper"])
-def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(synthetic_bin, arch):
-    """Without dropout the two rollouts are the same estimator on the same samples."""
+@pytest.mark.parametrize(
+    ("arch", "flags"),
+    [("lstm", []), ("mixer_paper", []), ("lstm", ["--share-decoder-input-output-embed"])],
+)
+def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(synthetic_bin, arch, flags):
+    """Without dropout the two rollouts are the same estimator on the same samples (tied
+    input and output embeddings included)."""
     results = []
     for rollout in ("one_pass", "two_pass"):
         _, task, model, criterion = build(
-            synthetic_bin, ARCHS[arch] + MIXED + ["--mixer-rollout", rollout]
+            synthetic_bin, ARCHS[arch] + flags + MIXED + ["--mixer-rollout", rollout]
         )
         set_stage(task, criterion, epoch=2, num_updates=4)
         model.train()
