@@ -77,14 +77,18 @@ def decoder_step(decoder, tokens: torch.Tensor, encoder_out, incremental_state: 
         features, _ = decoder.extract_features(
             tokens, encoder_out=encoder_out, incremental_state=incremental_state
         )
-        return lambda rows: decoder.output_layer(features[rows, -1:, :])
+        return _row_logits(decoder, features[:, -1, :])
     logits, _ = decoder(tokens, encoder_out=encoder_out, incremental_state=incremental_state)
     return lambda rows: logits[rows, -1:, :]
 
 
 def lean_decoder_step(decoder, state, tokens: torch.Tensor, step: int):
     """`decoder_step` through a lean decoding state: `tokens` [B] is the newest token."""
-    features = state.step(tokens, step)
+    return _row_logits(decoder, state.step(tokens, step))
+
+
+def _row_logits(decoder, features: torch.Tensor):
+    """A function giving the logits [R, 1, V] of rows of one step's `features` [B, d]."""
     return lambda rows: decoder.output_layer(features[rows].unsqueeze(1))
 
 
@@ -233,27 +237,23 @@ def _next_token_probs(batch, step: int, rows, outputs):
             logits_of = lean_decoder_step(model.decoder, batch.lean, work[:, -1], step)
         else:
             logits_of = decoder_step(model.decoder, work, batch.encoder_out, batch.incremental)
-        if rows is not None and rows.numel() == 0:
-            return None
-        logits = logits_of(slice(None) if rows is None else rows)
-        return model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
-    # A recurrent decoder reads only the newest token; a copy, because the draws are written
-    # into `batch.tokens` while the graph holds the embedding's indices.
-    newest = work[:, -1:].clone()
-    if batch.lean is not None:
-        features = batch.lean.step(newest[:, 0], step)
     else:
-        features, _ = model.decoder.extract_features(
-            newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
-        )
-        features = features[:, -1, :]
-    outputs.add(batch.rows, step, features)
-    if rows is not None:
-        if rows.numel() == 0:
-            return None
-        features = features[rows]
+        # A recurrent decoder reads only the newest token; a copy, because the draws are
+        # written into `batch.tokens` while the graph holds the embedding's indices.
+        newest = work[:, -1:].clone()
+        if batch.lean is not None:
+            features = batch.lean.step(newest[:, 0], step)
+        else:
+            features, _ = model.decoder.extract_features(
+                newest, encoder_out=batch.encoder_out, incremental_state=batch.incremental
+            )
+            features = features[:, -1, :]
+        outputs.add(batch.rows, step, features)
+        logits_of = _row_logits(model.decoder, features)
+    if rows is not None and rows.numel() == 0:
+        return None
     with torch.no_grad():
-        logits = model.decoder.output_layer(features.unsqueeze(1))
+        logits = logits_of(slice(None) if rows is None else rows)
         return model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
 
 
