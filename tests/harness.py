@@ -104,3 +104,27 @@ def graded_rollout(model, sample, prefix, max_lengths, pad: int, eos: int, seed:
     ((lprobs * weights).sum() + features.square().sum()).backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     return hyps, features.detach(), lprobs.detach(), grads
+
+
+def assert_rollouts_agree(model, task, switch, grad_atol: float) -> tuple[torch.Tensor, dict]:
+    """Runs :func:`graded_rollout` on the first 24-sentence batch (varied prefixes, limit
+    spread 7) after ``switch(True)`` and after ``switch(False)``, asserts the same samples,
+    features, log-probabilities (zeros past the ends) and gradients, and returns the samples
+    and gradients of the first."""
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    prefix, max_lengths = varied_prefixes(sample["target"], pad, spread=7)
+    results = []
+    for on in (True, False):
+        switch(on)
+        results.append(graded_rollout(model, sample, prefix, max_lengths, pad, eos))
+    (hyps, features, lprobs, grads), (expected_hyps, *expected) = results
+    expected_features, expected_lprobs, expected_grads = expected
+    assert torch.equal(hyps, expected_hyps)
+    assert torch.allclose(features, expected_features, atol=1e-6)
+    assert torch.allclose(lprobs, expected_lprobs, atol=1e-5)
+    assert lprobs[hyps.eq(pad)].eq(0).all()
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, expected_grads[name], rtol=1e-4, atol=grad_atol), name
+    return hyps, grads
