@@ -741,8 +741,8 @@ def memory_method(device: str) -> str:
     if Path("/proc/self/clear_refs").exists():
         return (
             "growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs) over "
-            "its RSS after building the model, loading the batches and the rewards' compiled "
-            "counts, one child per method"
+            "its RSS after building the model, loading the batches and the compiled rewards, "
+            "one child per method"
         )
     return "growth of ru_maxrss over the updates, one child process per method"
 
