@@ -52,6 +52,8 @@ best_epoch_checkpoint() {
   "$PY" - "$WORK/$1.log" "$WORK/$1" <<'EOF'
 import json, sys
 rows = [json.loads(line.split("| valid | ", 1)[1]) for line in open(sys.argv[1]) if "| valid | " in line]
+if not rows:
+    sys.exit(f"release_sgd.sh: {sys.argv[1]} has no validation yet: let its phase finish an epoch")
 best = max(rows, key=lambda row: float(row["valid_bleu"]))
 print(f"{sys.argv[2]}/checkpoint{best['epoch']}.pt")
 EOF
@@ -69,6 +71,10 @@ case $PHASE in
   control)
     continue_from_xent control --mixer-xent-epochs 100 ;;
   evaluate)
+    for phase in xent mixer control; do
+      [ -f "$WORK/$phase.log" ] || {
+        echo "release_sgd.sh: no $WORK/$phase.log: run the $phase phase first" >&2; exit 2; }
+    done
     TEXT=$(dirname "$DATA")/text
     for subset in ${SUBSETS:-test test1}; do
       "$PY" scripts/evaluate.py --data "$DATA" --gen-subset $subset \

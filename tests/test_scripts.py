@@ -442,6 +442,7 @@ def test_release_sgd_script_carries_xent_into_mixer_stages(synthetic_bin, tmp_pa
         (["only-one"], "usage: bash scripts/release_sgd.sh DATA_BIN WORKDIR"),
         (["{tmp}/nothing", "{tmp}/work", "xent"], "is not a binarised data folder"),
         (["{bin}", "{tmp}/work", "mixer"], "run the xent phase first"),
+        (["{bin}", "{tmp}/work", "evaluate"], "run the xent phase first"),
     ],
 )
 def test_release_sgd_script_errors(synthetic_bin, tmp_path, args, message):
