@@ -1,8 +1,8 @@
 """The rewards on the CPU, compiled with numba: one pass over each sentence pair.
 
 On a CPU a batch of rewards costs what its tensor operations cost to launch, not their
-arithmetic: the tensor path (padding, n-gram counts, the score) takes some fifty of them, a few
-microseconds each, whatever the batch. Here each reward is one compiled call over the batch
+arithmetic: the tensor path (padding, n-gram counts, the score) takes dozens of them whatever
+the batch. Here each reward is one compiled call over the batch
 that reads a sentence's length, counts its n-grams and combines them into the score, one
 sentence at a time. The formulas are those of the tensor rewards in :mod:`.bleu` and
 :mod:`.rouge` (their docstrings give the rules), written per sentence; the tests hold both
