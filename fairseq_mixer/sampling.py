@@ -11,6 +11,8 @@ Two ways (spec section 3, `--mixer-rollout`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from fairseq.models.lstm import LSTMDecoder
 
@@ -29,6 +31,11 @@ LEAN_LSTM_STEP = True
 # Whether the decoding loop runs launch-bound (see `_decode`) on CUDA devices; the bench
 # turns it off for the figures of the synchronising loop.
 LAUNCH_BOUND_ON_CUDA = True
+
+# Whether the transformer's no-grad loop on CUDA runs with fixed shapes, its steps replayed
+# from one CUDA graph (`_decode_with_fixed_shapes`). Off until measured on a GPU: the bench's
+# `--cuda-loop graph` turns it on.
+CUDA_GRAPH_ON_CUDA = False
 
 # In a launch-bound loop, the steps between two looks at how many rows still decode (each
 # look waits for the device).
@@ -141,7 +148,8 @@ def sample_after_prefix(
     tokens, lengths, sampled = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     live = sampled.nonzero().squeeze(1)
     if live.numel() > 0:
-        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths)
+        fixed = uses_fixed_shape_loop(tokens.device)
+        batch = _DecodingBatch(model, encoder_out, tokens, live, prefix_lengths, lengths, fixed)
         _decode(batch, tokens, generator, pad, eos, outputs=None, greedy=greedy)
     return _trimmed(tokens[:, 1:], pad)
 
@@ -179,6 +187,12 @@ def uses_launch_bound_loop(device: torch.device) -> bool:
     return LAUNCH_BOUND_ON_CUDA and device.type == "cuda"
 
 
+def uses_fixed_shape_loop(device: torch.device) -> bool:
+    """Whether the no-grad loop of a lean transformer state runs with fixed shapes on `device`
+    (`_decode_with_fixed_shapes`): on CUDA, where its steps replay a CUDA graph."""
+    return CUDA_GRAPH_ON_CUDA and device.type == "cuda"
+
+
 def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool = False) -> None:
     """The decoding loop of both rollouts.
 
@@ -194,19 +208,23 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
     STEPS_BETWEEN_SYNCS steps. On a CPU the synchronising loop costs less: there a step's time
     is its arithmetic, which the rows that do not draw would only add to.
     """
+    steps = tokens.size(1) - 1
+    uniforms = None
+    if not greedy:
+        uniforms = torch.rand(steps, tokens.size(0), generator=generator, device=tokens.device)
+    if getattr(batch.lean, "fixed_shapes", False):
+        _decode_with_fixed_shapes(batch, tokens, uniforms, pad, eos)
+        return
     launch_bound = uses_launch_bound_loop(tokens.device)
-    for step in range(tokens.size(1) - 1):
+    for step in range(steps):
         drawing = batch.active & (batch.prefix <= step)
         rows = None if launch_bound else drawing.nonzero().squeeze(1)
         probs = _next_token_probs(batch, step, rows, outputs)
-        uniforms = None
-        if not greedy:
-            uniforms = torch.rand(tokens.size(0), generator=generator, device=tokens.device)
-            uniforms = uniforms[batch.rows] if rows is None else uniforms[batch.rows[rows]]
         if probs is not None:
-            probs = probs.float()
-            probs[:, pad] = 0.0
-            draws = probs.argmax(-1) if greedy else inverse_cdf_draw(probs, uniforms)
+            chosen = None
+            if uniforms is not None:
+                chosen = uniforms[step][batch.rows if rows is None else batch.rows[rows]]
+            draws = _draws(probs, chosen, pad)
             if rows is None:
                 draws = torch.where(drawing, draws, batch.tokens[:, step + 1])
                 batch.tokens[:, step + 1] = draws
@@ -223,6 +241,75 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
         if still <= COMPACT_WHEN_LIVE_SHARE * batch.tokens.size(0):
             batch.keep_active(tokens)
     batch.write_back(tokens)
+
+
+def _draws(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torch.Tensor:
+    """The tokens [R] drawn from `probs` [R, V] with `uniforms` [R], never padding; the most
+    probable ones where `uniforms` is None (greedy)."""
+    probs = probs.float()
+    probs[:, pad] = 0.0
+    if uniforms is None:
+        return probs.argmax(-1)
+    return inverse_cdf_draw(probs, uniforms)
+
+
+def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int) -> None:
+    """`_decode` for a lean transformer state with fixed shapes (`uses_fixed_shape_loop`).
+
+    Every step runs the whole decoding batch, never compacted, and keeps the draws of the rows
+    that sample with a mask, as the launch-bound loop does; the step index and the uniform
+    numbers are read from tensors and the key/value caches are attended to at full length, so
+    that all steps have the same shapes and one CUDA graph, captured at the second step,
+    replays every later one (`_run_then_capture`): one launch per step. The batch is looked at
+    every STEPS_BETWEEN_SYNCS steps, to stop once no row decodes.
+    """
+    model, state, work = batch.model, batch.lean, batch.tokens
+    t = torch.zeros(1, dtype=torch.long, device=work.device)
+    row_uniforms = None if uniforms is None else uniforms[:, batch.rows]
+
+    def step() -> None:
+        features = state.fixed_step(work.index_select(1, t).squeeze(1), t)
+        logits = model.decoder.output_layer(features.unsqueeze(1))
+        probs = model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
+        chosen = None if row_uniforms is None else row_uniforms.index_select(0, t).squeeze(0)
+        draws = _draws(probs, chosen, pad)
+        after = t + 1
+        drawing = batch.active & batch.prefix.le(t)
+        draws = torch.where(drawing, draws, work.index_select(1, after).squeeze(1))
+        work.index_copy_(1, after, draws.unsqueeze(1))
+        batch.active &= ~(drawing & draws.eq(eos)) & batch.lengths.gt(after)
+        t.add_(1)
+
+    repeat = _run_then_capture(step, work.device)
+    for done in range(1, work.size(1) - 1):
+        if done % STEPS_BETWEEN_SYNCS == 0 and not bool(batch.active.any()):
+            break
+        repeat()
+    batch.write_back(tokens)
+
+
+def _run_then_capture(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """Runs `step` once and returns what repeats it: on CUDA the replay of a CUDA graph
+    captured from it (the capture records the step's kernels without running them), elsewhere
+    `step` itself. Run and capture are on a side stream, as torch's CUDA graphs want."""
+    if device.type != "cuda":
+        step()
+        return step
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(side):
+        step()
+        # torch.cuda.graph() would also empty the allocator's cache before every capture,
+        # which the rest of the update would pay for in new allocations.
+        torch.cuda.synchronize(device)
+        graph.capture_begin()
+        try:
+            step()
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream(device).wait_stream(side)
+    return graph.replay
 
 
 def _next_token_probs(batch, step: int, rows, outputs):
@@ -308,14 +395,16 @@ class _DecodingBatch:
     the encoder output; other decoders keep fairseq's incremental state.
     """
 
-    def __init__(self, model, encoder_out, tokens, rows, prefix_lengths, lengths):
+    def __init__(self, model, encoder_out, tokens, rows, prefix_lengths, lengths, fixed=False):
         self.model = model
         self.rows = rows
         self.incremental: dict = {}
         self.encoder_out = encoder_out
         if rows.numel() < tokens.size(0):
             self.encoder_out = reordered_encoder_out(model.encoder, encoder_out, rows)
-        self.lean = _lean_state(model.decoder, self.encoder_out, rows.numel(), tokens.size(1) - 1)
+        self.lean = _lean_state(
+            model.decoder, self.encoder_out, rows.numel(), tokens.size(1) - 1, fixed
+        )
         if self.lean is not None:
             self.encoder_out = None  # the lean state holds (and compacts) its own copy
         self.tokens = tokens.index_select(0, rows)
@@ -342,13 +431,14 @@ class _DecodingBatch:
         tokens.index_copy_(0, self.rows, self.tokens)
 
 
-def _lean_state(decoder, encoder_out, batch_size: int, max_steps: int):
+def _lean_state(decoder, encoder_out, batch_size: int, max_steps: int, fixed_shapes: bool):
     """The lean decoding state of `decoder`, or None where fairseq's incremental state serves:
-    the LSTM's (with or without grad) or the transformer's (eval mode only)."""
+    the LSTM's (with or without grad) or the transformer's (eval mode only; with
+    `fixed_shapes`, for `_decode_with_fixed_shapes`)."""
     if LEAN_LSTM_STEP and supports_lean_lstm_step(decoder, encoder_out):
         return LeanLSTMState(decoder, encoder_out)
     if LEAN_TRANSFORMER_STEP and not decoder.training and supports_lean_step(decoder, encoder_out):
-        return LeanTransformerState(decoder, encoder_out, batch_size, max_steps)
+        return LeanTransformerState(decoder, encoder_out, batch_size, max_steps, fixed_shapes)
     return None
 
 

@@ -111,7 +111,9 @@ def _attend(q, keys, values, bias=None) -> torch.Tensor:
 class _Layer:
     """One decoder layer's fused weights, encoder keys/values and self-attention cache."""
 
-    def __init__(self, layer, encoder_states, key_padding_bias, batch: int, max_steps: int):
+    def __init__(
+        self, layer, encoder_states, key_padding_bias, batch: int, max_steps: int, fixed_shapes
+    ):
         attn, cross = layer.self_attn, layer.encoder_attn
         self.layer = layer
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
@@ -133,10 +135,14 @@ class _Layer:
         self.cross_values = kv[1].reshape(batch * self.heads, source, self.head_dim)
         self.key_padding_bias = key_padding_bias  # [B * H, 1, S] or None
         shape = (batch * self.heads, max_steps, self.head_dim)
-        self.keys = encoder_states.new_empty(shape)
-        self.values = encoder_states.new_empty(shape)
+        # Fixed shapes attend to the whole cache: the steps not fed yet must hold numbers.
+        allocate = encoder_states.new_zeros if fixed_shapes else encoder_states.new_empty
+        self.keys = allocate(shape)
+        self.values = allocate(shape)
 
-    def step(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, t, length_bias=None) -> torch.Tensor:
+        """The layer's output for input `x` [B, C] at step `t`: an int, or with fixed shapes a
+        one-element tensor, the whole cache attended to behind `length_bias` [1, 1, T]."""
         layer = self.layer
         batch, dim = x.shape
         heads, head_dim = self.heads, self.head_dim
@@ -146,10 +152,16 @@ class _Layer:
         if pre_norm:
             x = layer.self_attn_layer_norm(x)
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, 3, heads, head_dim)
-        self.keys[:, t].view(batch, heads, head_dim).copy_(qkv[:, 1])
-        self.values[:, t].view(batch, heads, head_dim).copy_(qkv[:, 2])
         q = (qkv[:, 0] * self.scaling).view(batch * heads, 1, head_dim)
-        x = _attend(q, self.keys[:, : t + 1], self.values[:, : t + 1]).view(batch, dim)
+        if length_bias is None:
+            self.keys[:, t].view(batch, heads, head_dim).copy_(qkv[:, 1])
+            self.values[:, t].view(batch, heads, head_dim).copy_(qkv[:, 2])
+            x = _attend(q, self.keys[:, : t + 1], self.values[:, : t + 1])
+        else:
+            self.keys.index_copy_(1, t, qkv[:, 1].reshape(batch * heads, 1, head_dim))
+            self.values.index_copy_(1, t, qkv[:, 2].reshape(batch * heads, 1, head_dim))
+            x = _attend(q, self.keys, self.values, length_bias)
+        x = x.view(batch, dim)
         x = residual + F.linear(x, self.out.weight, self.out.bias)
         if not pre_norm:
             x = layer.self_attn_layer_norm(x)
@@ -202,10 +214,18 @@ class LeanTransformerState:
     the global RNG at every step even in eval mode; the lean state does not.
     """
 
-    def __init__(self, decoder, encoder_out: dict, batch_size: int, max_steps: int):
+    def __init__(
+        self,
+        decoder,
+        encoder_out: dict,
+        batch_size: int,
+        max_steps: int,
+        fixed_shapes: bool = False,
+    ):
         if decoder.training:
             raise ValueError("the lean transformer step skips dropout: call it in eval mode")
         self.decoder = decoder
+        self.fixed_shapes = fixed_shapes
         self.filled = 0
         states = encoder_out["encoder_out"][0]  # [S, B, C]
         masks = encoder_out.get("encoder_padding_mask", [])
@@ -216,7 +236,8 @@ class LeanTransformerState:
             bias = states.new_zeros(mask.shape).masked_fill_(mask, float("-inf"))
             bias = bias.repeat_interleave(heads, dim=0).unsqueeze(1)  # [B * H, 1, S]
         self.layers = [
-            _Layer(layer, states, bias, batch_size, max_steps) for layer in decoder.layers
+            _Layer(layer, states, bias, batch_size, max_steps, fixed_shapes)
+            for layer in decoder.layers
         ]
         self.positions = None
         if decoder.embed_positions is not None:
@@ -225,24 +246,40 @@ class LeanTransformerState:
             steps = min(max_steps, decoder.embed_positions.max_positions)
             probe = torch.full((1, steps), decoder.padding_idx + 1, device=states.device)
             self.positions = decoder.embed_positions(probe)[0]  # [max_steps, C]
+        self.cache_steps = torch.arange(max_steps, device=states.device)
 
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         """Features [B, C] after feeding `tokens` [B] as the (t+1)-th tokens of the rows."""
+        positions = None if self.positions is None else self.positions[t]
+        features = self._features(tokens, t, positions, None)
+        self.filled = t + 1
+        return features
+
+    def fixed_step(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """`step` with the same shapes at every step, so that a CUDA graph can replay it: `t`
+        is a one-element long tensor on the device, and every layer attends to its whole
+        key/value cache, the steps after `t` masked. Needs `fixed_shapes`; never `keep`."""
+        positions = None if self.positions is None else self.positions.index_select(0, t)
+        later = self.cache_steps.gt(t)
+        length_bias = torch.zeros_like(later, dtype=self.layers[0].keys.dtype)
+        length_bias = length_bias.masked_fill(later, float("-inf")).view(1, 1, -1)
+        return self._features(tokens, t, positions, length_bias)
+
+    def _features(self, tokens, t, positions, length_bias) -> torch.Tensor:
         decoder = self.decoder
         x = decoder.embed_scale * decoder.embed_tokens(tokens)
         if decoder.project_in_dim is not None:
             x = decoder.project_in_dim(x)
-        if self.positions is not None:
-            x = x + self.positions[t]
+        if positions is not None:
+            x = x + positions
         if decoder.layernorm_embedding is not None:
             x = decoder.layernorm_embedding(x)
         for layer in self.layers:
-            x = layer.step(x, t)
+            x = layer.step(x, t, length_bias)
         if decoder.layer_norm is not None:
             x = decoder.layer_norm(x)
         if decoder.project_out_dim is not None:
             x = decoder.project_out_dim(x)
-        self.filled = t + 1
         return x
 
     def keep(self, rows: torch.Tensor) -> None:

@@ -17,7 +17,7 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--rollout auto|one_pass|two_pass]
                                          [--transformer-step lean|fairseq]
                                          [--lstm-step lean|fairseq]
-                                         [--cuda-loop launch_bound|synchronising]
+                                         [--cuda-loop launch_bound|synchronising|graph]
                                          [--reward-counts compiled|tensor]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
@@ -190,6 +190,7 @@ class Job:
     lean_transformer_step: bool = True  # --transformer-step lean (the plugin's default)
     lean_lstm_step: bool = True  # --lstm-step lean (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
+    cuda_graphs: bool = False  # --cuda-loop graph (not the plugin's default yet)
     compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
 
 
@@ -232,10 +233,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "incremental decoding (the figures of the code before the lean LSTM step)",
     )  # fmt: skip
     parser.add_argument(
-        "--cuda-loop", choices=("launch_bound", "synchronising"), default="launch_bound",
+        "--cuda-loop", choices=("launch_bound", "synchronising", "graph"),
+        default="launch_bound",
         help="MIXER's decoding loop on CUDA: launch-bound (default: no wait for the device "
-        "within a step) or the synchronising loop of the CPU (the figures of the loop before "
-        "the launch-bound one; both project the one-pass rollout once, after the loop)",
+        "within a step), the synchronising loop of the CPU (the figures of the loop before "
+        "the launch-bound one; both project the one-pass rollout once, after the loop), or "
+        "graph: launch-bound, and the transformer's no-grad loop replays a CUDA graph of its "
+        "step (fixed shapes; not yet measured on a GPU, so not the plugin's default)",
     )  # fmt: skip
     parser.add_argument(
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
@@ -320,6 +324,7 @@ def build_bench(job: Job) -> Bench:
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
     sampling.LEAN_LSTM_STEP = job.lean_lstm_step
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
+    sampling.CUDA_GRAPH_ON_CUDA = job.cuda_graphs
     reward_base.COMPILED_ON_CPU = job.compiled_rewards
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
@@ -570,6 +575,38 @@ def decoder_steps(bench: Bench) -> dict:
             criterion(bench.model, batch)
     references = sum(batch["target"].size(1) for batch in bench.batches)
     return {"mixer": sum(widths), "xent": references, "batches": len(bench.batches)}
+
+
+def graph_loop_agreement(bench: Bench) -> dict:
+    """How many sentences of the bench's batches the transformer's CUDA-graph loop
+    (`--cuda-loop graph`) samples as the launch-bound loop does, with the same seeds."""
+    criterion, model = bench.criteria["mixer"], bench.model
+    pad, eos, stage = criterion.padding_idx, criterion.eos, criterion.stage
+    same = 0
+    with torch.no_grad():
+        for number, batch in enumerate(bench.batches):
+            net_input, target = batch["net_input"], batch["target"]
+            src_lengths = net_input["src_lengths"]
+            encoder_out = model.encoder(net_input["src_tokens"], src_lengths=src_lengths)
+            ref_lengths = target.ne(pad).sum(1)
+            prefix = teacher_forced_lengths(
+                ref_lengths, stage.s, criterion.unroll_steps, criterion.placement, 0
+            )
+            max_lengths = criterion._max_sample_lengths(ref_lengths, src_lengths)
+            samples = []
+            for graph in (True, False):
+                sampling.CUDA_GRAPH_ON_CUDA = graph
+                generator = torch.Generator(device=target.device).manual_seed(number)
+                drawn = mixer_criterion_module.sample_in_eval_mode(
+                    model, encoder_out, (target, prefix, max_lengths, generator, pad, eos)
+                )
+                samples.append(drawn)
+            sampling.CUDA_GRAPH_ON_CUDA = True
+            width = max(drawn.size(1) for drawn in samples)
+            fit = mixer_criterion_module.fit_width
+            graphed, launch_bound = (fit(drawn, width, pad) for drawn in samples)
+            same += int(graphed.eq(launch_bound).all(1).sum())
+    return {"same": same, "sentences": sum(batch["nsentences"] for batch in bench.batches)}
 
 
 def profile_operators(bench: Bench, number: int, top: int = 12) -> list[dict]:
@@ -987,6 +1024,12 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
         loss = f"{training['first_loss']:.2f} -> {training['last_loss']:.2f} bits/token"
         label = f"  {arch}: XENT loss over {training['updates']} training updates"
         rows.append((label, loss, "", ""))
+    if results["graph_loop"] is not None:
+        graph = results["graph_loop"]
+        rows.append((
+            "  transformer: sentences the CUDA-graph loop samples as the launch-bound loop",
+            f"{graph['same']} of {graph['sentences']}", "", "",
+        ))  # fmt: skip
     lstm = results["update"]["lstm"]
     tokens = f"{lstm['sampled_tokens_per_update']:.0f} / {lstm['reference_tokens_per_update']:.0f}"
     rows.append(("  LSTM: sampled / reference tokens per MIXER update", tokens, "", ""))
@@ -1141,7 +1184,8 @@ def measure(
             make_job(data, arch, settings, args.device, args.threads, args.rollout),
             lean_transformer_step=args.transformer_step == "lean",
             lean_lstm_step=args.lstm_step == "lean",
-            launch_bound_on_cuda=args.cuda_loop == "launch_bound",
+            launch_bound_on_cuda=args.cuda_loop != "synchronising",
+            cuda_graphs=args.cuda_loop == "graph",
             compiled_rewards=args.reward_counts == "compiled",
         )
         for arch in ARCHS
@@ -1155,9 +1199,13 @@ def measure(
         updates[arch] = time_updates(bench, settings)
     lstm = benches["lstm"]
     progress("phases of a MIXER update, rewards, decoding")
+    graph_loop = None
+    if args.device == "cuda" and args.cuda_loop == "graph":
+        graph_loop = graph_loop_agreement(benches["transformer"])
     return {
         "pretraining": training,
         "update": updates,
+        "graph_loop": graph_loop,
         "phases": {arch: phase_breakdown(bench, settings) for arch, bench in benches.items()},
         "decoder_steps": decoder_steps(lstm),
         "profile": profile_operators(lstm, settings.warmup_pairs + settings.timed_pairs),

@@ -35,3 +35,39 @@ def test_quick_bench_reports_every_target(tmp_path):
     assert f"targets: {sum(t['passed'] for t in figures['targets'].values())} of 11 pass" in (
         done.stdout
     )
+
+
+def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
+    synthetic_bin, monkeypatch
+):
+    """`--cuda-loop graph` on CUDA also checks the graph loop against the launch-bound one;
+    here the fixed-shape loop runs step by step on the CPU in its place."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench
+
+    from fairseq_mixer import sampling
+    from fairseq_mixer.rewards import base as reward_base
+
+    for module, flag in (
+        (sampling, "LEAN_TRANSFORMER_STEP"), (sampling, "LEAN_LSTM_STEP"),
+        (sampling, "LAUNCH_BOUND_ON_CUDA"), (sampling, "CUDA_GRAPH_ON_CUDA"),
+        (reward_base, "COMPILED_ON_CPU"),
+    ):  # fmt: skip
+        monkeypatch.setattr(module, flag, getattr(module, flag))  # restored after the test
+    transformer = bench.build_bench(
+        bench.make_job(synthetic_bin, "transformer", bench.QUICK, "cpu", 1)
+    )
+    monkeypatch.setattr(
+        sampling, "uses_fixed_shape_loop", lambda device: sampling.CUDA_GRAPH_ON_CUDA
+    )
+    loops = []
+    original = sampling._decode_with_fixed_shapes
+    monkeypatch.setattr(
+        sampling,
+        "_decode_with_fixed_shapes",
+        lambda *args: loops.append(args) or original(*args),
+    )
+    agreement = bench.graph_loop_agreement(transformer)
+    sentences = sum(batch["nsentences"] for batch in transformer.batches)
+    assert agreement == {"same": sentences, "sentences": sentences}
+    assert len(loops) == len(transformer.batches)

@@ -147,3 +147,87 @@ def test_training_mode_takes_fairseqs_path(synthetic_bin):
     assert batch.lean is None
     with pytest.raises(ValueError, match="eval mode"):
         LeanTransformerState(model.decoder, encoder_out, tokens.size(0), 4)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@torch.no_grad()
+def test_fixed_shape_step_gives_the_features_of_the_incremental_one(synthetic_bin, config):
+    """With fixed shapes (the step index a tensor, the whole cache attended to behind a length
+    mask) every step gives the features of the step that attends to the filled part only."""
+    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    sample = batch_with_padded_sources(task)
+    encoder_out = padded_encoder_out(model, sample)
+    batch, steps = sample["target"].size(0), 9
+    generator = torch.Generator().manual_seed(0)
+    first_real = task.tgt_dict.nspecial
+    tokens = torch.randint(first_real, len(task.tgt_dict), (batch, steps), generator=generator)
+    incremental = LeanTransformerState(model.decoder, encoder_out, batch, steps)
+    fixed = LeanTransformerState(model.decoder, encoder_out, batch, steps, fixed_shapes=True)
+    for t in range(steps):
+        expected = incremental.step(tokens[:, t], t)
+        features = fixed.fixed_step(tokens[:, t], torch.tensor([t]))
+        assert torch.allclose(features, expected, atol=1e-5), (config, t)
+
+
+def _fixed_shape_loop(monkeypatch, on: bool) -> list:
+    """Turns the fixed-shape loop on or off; returns the list its repeated steps go to."""
+    monkeypatch.setattr(sampling, "uses_fixed_shape_loop", lambda device: on)
+    captured: list = []
+    original = sampling._run_then_capture
+    monkeypatch.setattr(
+        sampling,
+        "_run_then_capture",
+        lambda step, device: captured.append(step) or original(step, device),
+    )
+    return captured
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("greedy", [False, True])
+def test_fixed_shape_loop_draws_as_the_compacting_one(synthetic_bin, config, greedy, monkeypatch):
+    """The loop a CUDA graph replays (run step by step on the CPU here): the whole batch at
+    every step, a look at it every few steps, the same samples as the CPU's loop."""
+    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
+    sample = batch_with_padded_sources(task)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    prefix, max_lengths = varied_prefixes(target, pad, spread=9)
+    encoder_out = padded_encoder_out(model, sample)
+
+    def draw() -> torch.Tensor:
+        generator = None if greedy else torch.Generator().manual_seed(5)
+        args = (target, prefix, max_lengths, generator, pad, eos)
+        return sample_after_prefix(model, encoder_out, *args, greedy=greedy)
+
+    captured = _fixed_shape_loop(monkeypatch, True)
+    fixed = draw()
+    assert len(captured) == 1
+    _fixed_shape_loop(monkeypatch, False)
+    assert torch.equal(fixed, draw())
+    assert fixed.ne(pad).sum(1).unique().numel() > 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
+def test_cuda_graph_loop_draws_as_the_launch_bound_one(synthetic_bin):
+    task, model = eval_model(synthetic_bin, [])
+    model.cuda()
+    sample = batch_with_padded_sources(task)
+    sample = {
+        key: ({k: v.cuda() for k, v in value.items()} if key == "net_input" else value)
+        for key, value in sample.items()
+    }
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    prefix, max_lengths = (x.cuda() for x in varied_prefixes(sample["target"], pad, spread=9))
+    target = sample["target"].cuda()
+    encoder_out = padded_encoder_out(model, sample)
+    samples = []
+    for graph in (True, False):
+        sampling.CUDA_GRAPH_ON_CUDA = graph
+        try:
+            generator = torch.Generator(device="cuda").manual_seed(5)
+            args = (target, prefix, max_lengths, generator, pad, eos)
+            samples.append(sample_after_prefix(model, encoder_out, *args))
+        finally:
+            sampling.CUDA_GRAPH_ON_CUDA = False
+    assert torch.equal(samples[0], samples[1])

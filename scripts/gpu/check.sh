@@ -11,10 +11,14 @@
 #   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
+#   6. the tests that need CUDA (pytest -k cuda).
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
-# runs of 3 (half), 4 (bench; bench_before: the bench again with BEFORE_FLAGS, by default
-# "--lstm-step fairseq --cuda-loop synchronising", the loops before the lean LSTM step and the
-# launch-bound loop) and 5 (start).
+# runs of 3 (half), 4 (bench, with BENCH_FLAGS, by default none; bench_before: the bench again
+# with BEFORE_FLAGS, by default "--lstm-step fairseq --cuda-loop synchronising", the loops
+# before the lean LSTM step and the launch-bound loop; BEFORE_FLAGS= gives the defaults),
+# 5 (start) and 6 (tests_cuda). The CUDA-graph loop, not yet measured, against the default:
+#   OUT=DIR STAGES="tests_cuda bench bench_before" BENCH_FLAGS="--cuda-loop graph" \
+#       BEFORE_FLAGS= bash scripts/gpu/check.sh
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -122,7 +126,14 @@ bench_run() {  # NAME [bench.py flags]
     > $LOGS/$name.txt 2> $LOGS/$name.err || { echo "$name FAILED"; tail -5 $LOGS/$name.err; }
   tail -25 $LOGS/$name.txt; pack; stamp $name
 }
-has bench && bench_run bench
+# shellcheck disable=SC2086  # BENCH_FLAGS is a list of flags
+has bench && bench_run bench ${BENCH_FLAGS:-}
 # shellcheck disable=SC2086  # BEFORE_FLAGS is a list of flags
-has bench_before && bench_run bench_before ${BEFORE_FLAGS:---lstm-step fairseq --cuda-loop synchronising}
+has bench_before && bench_run bench_before ${BEFORE_FLAGS---lstm-step fairseq --cuda-loop synchronising}
+# 6. The tests that need CUDA (the CUDA-graph sampling loop against the launch-bound one).
+if has tests_cuda; then
+  timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) $PY -m pytest -q -x tests -k cuda \
+    > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
+  tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
+fi
 pack; stamp done
