@@ -247,7 +247,7 @@ def _draws(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torc
     """The tokens [R] drawn from `probs` [R, V] with `uniforms` [R], never padding; the most
     probable ones where `uniforms` is None (greedy)."""
     probs = probs.float()
-    probs[:, pad] = 0.0
+    probs.select(-1, pad).fill_(0.0)
     if uniforms is None:
         return probs.argmax(-1)
     return inverse_cdf_draw(probs, uniforms)

@@ -1,5 +1,8 @@
 """The lean incremental step of fairseq's TransformerDecoder against fairseq's own."""
 
+import contextlib
+from unittest import mock
+
 import pytest
 import torch
 from harness import ARCHS, build, first_batch, varied_prefixes
@@ -169,15 +172,39 @@ def test_fixed_shape_step_gives_the_features_of_the_incremental_one(synthetic_bi
         assert torch.allclose(features, expected, atol=1e-5), (config, t)
 
 
+# What reads a tensor's values on the host: each waits for the device, and none may happen
+# while a CUDA graph is captured.
+HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__")
+
+
+def _refused(name: str):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"Tensor.{name} in a step that a CUDA graph would capture")
+
+    return refuse
+
+
+def _without_host_reads(step):
+    def run() -> None:
+        with contextlib.ExitStack() as stack:
+            for name in HOST_READS:
+                stack.enter_context(mock.patch.object(torch.Tensor, name, _refused(name)))
+            stack.enter_context(mock.patch.object(torch, "nonzero", _refused("nonzero")))
+            step()
+
+    return run
+
+
 def _fixed_shape_loop(monkeypatch, on: bool) -> list:
-    """Turns the fixed-shape loop on or off; returns the list its repeated steps go to."""
+    """Turns the fixed-shape loop on or off; returns the list its captured steps go to. The
+    steps run with every host read of a tensor refused."""
     monkeypatch.setattr(sampling, "uses_fixed_shape_loop", lambda device: on)
     captured: list = []
     original = sampling._run_then_capture
     monkeypatch.setattr(
         sampling,
         "_run_then_capture",
-        lambda step, device: captured.append(step) or original(step, device),
+        lambda step, device: captured.append(step) or original(_without_host_reads(step), device),
     )
     return captured
 
