@@ -11,7 +11,7 @@
 #   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
-#   6. the tests that need CUDA (pytest -k cuda).
+#   6. the tests that need CUDA (those of tests/test_transformer_step.py named *cuda*).
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
 # runs of 3 (half), 4 (bench, with BENCH_FLAGS, by default none; bench_before: the bench again
 # with BEFORE_FLAGS, by default "--lstm-step fairseq --cuda-loop synchronising", the loops
@@ -132,7 +132,7 @@ has bench && bench_run bench ${BENCH_FLAGS:-}
 has bench_before && bench_run bench_before ${BEFORE_FLAGS---lstm-step fairseq --cuda-loop synchronising}
 # 6. The tests that need CUDA (the CUDA-graph sampling loop against the launch-bound one).
 if has tests_cuda; then
-  timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) $PY -m pytest -q -x tests -k cuda \
+  timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) $PY -m pytest -q -x tests/test_transformer_step.py -k cuda \
     > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
   tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
 fi
