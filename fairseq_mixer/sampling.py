@@ -200,8 +200,9 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
     (one pass, with grad) each step's features are kept, to be projected with grad once after
     the loop.
 
-    Every step takes one uniform number per sentence of the whole batch, so the samples of a
-    seed depend neither on which rows are still in the decoding batch nor on the loop's kind.
+    The uniform numbers, one per sentence of the whole batch and step, are drawn before the
+    first step, so the samples of a seed depend neither on which rows are still in the
+    decoding batch nor on the loop's kind.
     A launch-bound loop (`uses_launch_bound_loop`) never waits for the device within a step:
     every row of the decoding batch is projected and draws, a mask keeps the draws of the rows
     that sample, and the rows still decoding are counted (and the batch compacted) only every

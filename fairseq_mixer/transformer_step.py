@@ -112,7 +112,13 @@ class _Layer:
     """One decoder layer's fused weights, encoder keys/values and self-attention cache."""
 
     def __init__(
-        self, layer, encoder_states, key_padding_bias, batch: int, max_steps: int, fixed_shapes
+        self,
+        layer,
+        encoder_states,
+        key_padding_bias,
+        batch: int,
+        max_steps: int,
+        fixed_shapes: bool,
     ):
         attn, cross = layer.self_attn, layer.encoder_attn
         self.layer = layer
@@ -259,6 +265,8 @@ class LeanTransformerState:
         """`step` with the same shapes at every step, so that a CUDA graph can replay it: `t`
         is a one-element long tensor on the device, and every layer attends to its whole
         key/value cache, the steps after `t` masked. Needs `fixed_shapes`; never `keep`."""
+        if not self.fixed_shapes:
+            raise ValueError("fixed_step needs a state built with fixed_shapes=True")
         positions = None if self.positions is None else self.positions.index_select(0, t)
         later = self.cache_steps.gt(t)
         length_bias = torch.zeros_like(later, dtype=self.layers[0].keys.dtype)
