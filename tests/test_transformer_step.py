@@ -170,6 +170,8 @@ def test_fixed_shape_step_gives_the_features_of_the_incremental_one(synthetic_bi
         expected = incremental.step(tokens[:, t], t)
         features = fixed.fixed_step(tokens[:, t], torch.tensor([t]))
         assert torch.allclose(features, expected, atol=1e-5), (config, t)
+    with pytest.raises(ValueError, match="fixed_shapes=True"):
+        incremental.fixed_step(tokens[:, 0], torch.tensor([0]))
 
 
 # What reads a tensor's values on the host: each waits for the device, and none may happen
