@@ -191,7 +191,7 @@ class Job:
     lean_lstm_step: bool = True  # --lstm-step lean (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
     cuda_graphs: bool = False  # --cuda-loop graph (not the plugin's default yet)
-    compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default on the CPU)
+    compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default)
 
 
 @dataclass
@@ -243,8 +243,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
-        help="the rewards on the CPU: compiled (default: one numba call per batch; at commit "
-        "4385be8 only their n-gram counts were) or the tensor code other devices run",
+        help="the rewards: compiled (default: one numba call per batch on the host CPU, a "
+        "CUDA batch copied there and its scores back; at commit 4385be8 only their n-gram "
+        "counts were compiled, and CUDA batches ran the tensor code) or the tensor code on "
+        "the batch's device",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -313,6 +313,47 @@ def test_cpu_rewards_run_compiled_unless_turned_off(name, counting, monkeypatch)
     assert run(reward, pairs) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("name", REWARD_NAMES)
+def test_rewards_run_their_tensor_code_where_numba_is_missing(name, monkeypatch, caplog):
+    reward = get_reward(name, **SPECIAL)
+    pairs = random_pairs(seed=92, count=12)
+    expected = run(reward, pairs)
+    calls = []
+    monkeypatch.setattr(reward, "compiled_score", lambda *args: calls.append(args))
+    monkeypatch.setitem(sys.modules, "fairseq_mixer.rewards.compiled", None)  # import fails
+    base.compiled_kernels_import.cache_clear()
+    try:
+        assert run(reward, pairs) == pytest.approx(expected, abs=1e-12)
+    finally:
+        base.compiled_kernels_import.cache_clear()
+    assert not calls
+    if base.COMPILED_ON_CPU:
+        assert "the compiled ones need numba" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", REWARD_NAMES)
+def test_rewards_of_cuda_tensors_come_back_on_cuda(name, counting):
+    """On CUDA tensors the compiled kernels score on the host; the scores go back to the
+    device and equal the tensor code's there."""
+    reward = get_reward(name, **SPECIAL)
+    pairs = random_pairs(seed=93, count=40)
+    width = max(len(seq) for pair in pairs for seq in pair)
+    hyps, refs = (
+        torch.tensor([seq + [PAD] * (width - len(seq)) for seq in side], device="cuda")
+        for side in zip(*pairs, strict=True)
+    )
+    start = torch.arange(len(pairs), device="cuda") % 3
+    scores = reward(hyps, refs, start=start)
+    assert scores.device.type == "cuda"
+    base.COMPILED_ON_CPU, compiled = False, base.COMPILED_ON_CPU
+    try:
+        expected = reward(hyps, refs, start=start)
+    finally:
+        base.COMPILED_ON_CPU = compiled
+    assert torch.allclose(scores, expected, atol=1e-6)
+
+
 def relabel(seqs: list[list[int]], first_id: int, step: int) -> list[list[int]]:
     """Ordinary ids t (> UNK) become first_id + t * step; pad, eos and unk stay."""
     return [[tok if tok <= UNK else first_id + tok * step for tok in seq] for seq in seqs]

@@ -271,14 +271,20 @@ class MixerCriterion(FairseqCriterion):
             pad,
             self.eos,
         )
+        # The rewards as soon as the samples exist: on a GPU they are scored on the host
+        # (rewards/base.py), and the copy of the samples there waits for the work queued
+        # before it, not for the teacher-forced pass.
         if samples_in_training_pass(model.decoder, self.cfg.mixer_rollout):
             hyps, features, lprobs = sample_and_score_after_prefix(model, encoder_out, *sampling)
+            rewards = self.reward(hyps, target, start=prefix)
         else:
             hyps = sample_in_eval_mode(model, encoder_out, sampling)
+            rewards = self.reward(hyps, target, start=prefix)
             features, decoder_out = decoder_features_and_output(
                 model.decoder, shift_right(hyps, self.eos, pad), encoder_out
             )
             lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+        rewards = rewards.to(lprobs.dtype)
 
         sampled = prefix < ref_lengths
         hyp_lengths = hyps.ne(pad).sum(1)
@@ -288,7 +294,6 @@ class MixerCriterion(FairseqCriterion):
         reference = fit_width(target, hyps.size(1), pad)
         token_losses, nll = token_nll(lprobs, reference, self.cfg.label_smoothing)
         hyp_logprobs = lprobs.gather(-1, hyps.unsqueeze(-1)).squeeze(-1)
-        rewards = self.reward(hyps, target, start=prefix).to(lprobs.dtype)
         baselines = self._baselines(features, rewards, greedy_rewards)
 
         xent = xent_loss(token_losses, xent_mask, per_step_mean=self.release_scaling)

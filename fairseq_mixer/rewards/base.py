@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -14,9 +17,25 @@ from torch import Tensor
 from .ngrams import clipped_counts, clipped_matches, token_equality
 from .sequences import Sequences, StartSpec, TokenBatch, to_padded, token_matrices
 
-# Whether rewards on the CPU run their compiled kernels (:mod:`.compiled`); tests turn it off
-# to run the tensor code that other devices use.
+# Whether rewards run their compiled kernels (:mod:`.compiled`) on the host CPU: for CPU
+# tensors, and for tensors of another device (CUDA), copied to the host and the scores back:
+# for a batch of sentences the tensor code's dozens of small kernels cost more than the two
+# copies. Tests turn it off to run the tensor code, which is also what runs where numba is
+# missing.
 COMPILED_ON_CPU = True
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def compiled_kernels_import() -> bool:
+    """Whether the compiled rewards import (numba); warns once where they do not."""
+    try:
+        importlib.import_module(".compiled", __package__)
+    except ImportError as error:
+        logger.warning("rewards run their tensor code: the compiled ones need numba (%s)", error)
+        return False
+    return True
 
 
 class Reward(ABC):
@@ -44,10 +63,10 @@ class Reward(ABC):
 
     def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
         hyp_tokens, ref_tokens = token_matrices(hyps, refs, self.pad)
-        if COMPILED_ON_CPU and hyp_tokens.device.type == "cpu":
-            scores = self.compiled_score(hyp_tokens, ref_tokens, start)
+        if COMPILED_ON_CPU and compiled_kernels_import():
+            scores = self.compiled_score(hyp_tokens.cpu(), ref_tokens.cpu(), start)
             if scores is not None:
-                return scores.to(torch.float)
+                return scores.to(device=hyp_tokens.device, dtype=torch.float)
         hyp = to_padded(hyp_tokens, self.pad, self.eos)
         ref = to_padded(ref_tokens, self.pad, self.eos)
         if hyp.lengths.numel() == 0:

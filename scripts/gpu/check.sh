@@ -11,7 +11,8 @@
 #   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
-#   6. the tests that need CUDA (those of tests/test_transformer_step.py named *cuda*).
+#   6. the tests that need CUDA (those of tests/test_transformer_step.py and
+#      tests/test_rewards.py named *cuda*).
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
 # runs of 3 (half), 4 (bench, with BENCH_FLAGS, by default none; bench_before: the bench again
 # with BEFORE_FLAGS, by default "--lstm-step fairseq --cuda-loop synchronising", the loops
@@ -25,8 +26,9 @@
 #       --platform any -d .whl hydra-core==1.3.2 omegaconf==2.3.0 bitarray nltk sacrebleu==2.6.0
 #   .venv/bin/python -m pip download --no-deps --no-build-isolation --no-binary=:all: -d .whl \
 #       antlr4-python3-runtime==4.9.3 fairseq-fixed==0.12.3.1 rouge-score==0.1.2
-# (numba, whose llvmlite wheel alone outgrows what a call may carry, stays behind: the rewards
-# run on CUDA there and never import it) and carry the binarised Multi30k of
+# (numba, whose llvmlite wheel alone outgrows what a call may carry, stays behind: the GPU
+# image has its own, which the compiled rewards use on the host; where it does not import, the
+# rewards run their tensor code on CUDA) and carry the binarised Multi30k of
 # `run_recipe.py scripts/recipes/multi30k.json` (its data step) as work/multi30k/data.
 # Run from the repository root:
 #   OUT=DIR bash scripts/gpu/check.sh
@@ -132,7 +134,7 @@ has bench && bench_run bench ${BENCH_FLAGS:-}
 has bench_before && bench_run bench_before ${BEFORE_FLAGS---lstm-step fairseq --cuda-loop synchronising}
 # 6. The tests that need CUDA (the CUDA-graph sampling loop against the launch-bound one).
 if has tests_cuda; then
-  timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) $PY -m pytest -q -x tests/test_transformer_step.py -k cuda \
+  timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) $PY -m pytest -q -x tests/test_transformer_step.py tests/test_rewards.py -k cuda \
     > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
   tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
 fi
