@@ -796,14 +796,15 @@ def resident_bytes() -> int:
 
 
 def load_compiled_rewards(device: str) -> int:
-    """Loads the compiled rewards (CPU) with one tiny call of MIXER's; returns the growth
-    of the resident set it caused. A process loads them once (numba's compiler comes with
-    them), like the model it builds: not a cost of any update."""
-    if device != "cpu" or not reward_base.COMPILED_ON_CPU:
+    """Loads the compiled rewards with one tiny call of MIXER's; returns the growth of the
+    resident set it caused on the CPU (0 on CUDA, where the memory measured is the device's).
+    A process loads them once (numba's compiler comes with them), like the model it builds:
+    not a cost of any update."""
+    if not reward_base.COMPILED_ON_CPU:
         return 0
     before = resident_bytes()
     get_reward(REWARDS[0])([[4, 5]], [[4, 5]])
-    return resident_bytes() - before
+    return resident_bytes() - before if device == "cpu" else 0
 
 
 def peak_memory_of_updates(job: Job, method: str) -> tuple[float, int]:
