@@ -37,6 +37,10 @@ LAUNCH_BOUND_ON_CUDA = True
 # `--cuda-loop graph` turns it on.
 CUDA_GRAPH_ON_CUDA = False
 
+# Whether the no-grad loop of the lean transformer state feeds the steps before any row
+# draws at once (`_prefill`); the bench turns it off for the figures of the code before.
+PREFILL = True
+
 # In a launch-bound loop, the steps between two looks at how many rows still decode (each
 # look waits for the device).
 STEPS_BETWEEN_SYNCS = 8
@@ -213,11 +217,12 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
     uniforms = None
     if not greedy:
         uniforms = torch.rand(steps, tokens.size(0), generator=generator, device=tokens.device)
+    first = _prefill(batch)
     if getattr(batch.lean, "fixed_shapes", False):
-        _decode_with_fixed_shapes(batch, tokens, uniforms, pad, eos)
+        _decode_with_fixed_shapes(batch, tokens, uniforms, pad, eos, first)
         return
     launch_bound = uses_launch_bound_loop(tokens.device)
-    for step in range(steps):
+    for step in range(first, steps):
         drawing = batch.active & (batch.prefix <= step)
         rows = None if launch_bound else drawing.nonzero().squeeze(1)
         probs = _next_token_probs(batch, step, rows, outputs)
@@ -244,6 +249,20 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
     batch.write_back(tokens)
 
 
+def _prefill(batch) -> int:
+    """Feeds the steps in which no row of the decoding batch draws yet (every row still in its
+    reference prefix) at once, where the decoder's state can (the lean transformer state,
+    whose `prefill` runs them as one parallel pass instead of a step each); returns how many
+    steps it fed. In the mixed stages with a long prefix, most of the loop's steps."""
+    if not PREFILL or not hasattr(batch.lean, "prefill"):
+        return 0
+    first = int(batch.prefix.min())
+    if first < 2:
+        return 0
+    batch.lean.prefill(batch.tokens[:, :first])
+    return first
+
+
 def _draws(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torch.Tensor:
     """The tokens [R] drawn from `probs` [R, V] with `uniforms` [R], never padding; the most
     probable ones where `uniforms` is None (greedy)."""
@@ -254,7 +273,7 @@ def _draws(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torc
     return inverse_cdf_draw(probs, uniforms)
 
 
-def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int) -> None:
+def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int, first: int) -> None:
     """`_decode` for a lean transformer state with fixed shapes (`uses_fixed_shape_loop`).
 
     Every step runs the whole decoding batch, never compacted, and keeps the draws of the rows
@@ -262,10 +281,11 @@ def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int) -> No
     numbers are read from tensors and the key/value caches are attended to at full length, so
     that all steps have the same shapes and one CUDA graph, captured at the second step,
     replays every later one (`_run_then_capture`): one launch per step. The batch is looked at
-    every STEPS_BETWEEN_SYNCS steps, to stop once no row decodes.
+    every STEPS_BETWEEN_SYNCS steps, to stop once no row decodes. The loop starts at step
+    `first` (the steps before were prefilled).
     """
     model, state, work = batch.model, batch.lean, batch.tokens
-    t = torch.zeros(1, dtype=torch.long, device=work.device)
+    t = torch.full((1,), first, dtype=torch.long, device=work.device)
     row_uniforms = None if uniforms is None else uniforms[:, batch.rows]
 
     def step() -> None:
@@ -282,7 +302,7 @@ def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int) -> No
         t.add_(1)
 
     repeat = _run_then_capture(step, work.device)
-    for done in range(1, work.size(1) - 1):
+    for done in range(first + 1, work.size(1) - 1):
         if done % STEPS_BETWEEN_SYNCS == 0 and not bool(batch.active.any()):
             break
         repeat()

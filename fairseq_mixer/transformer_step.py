@@ -98,9 +98,22 @@ def _cat_bias(*linears) -> torch.Tensor | None:
     )
 
 
+def _heads_first(x: torch.Tensor) -> torch.Tensor:
+    """[B, Q, H, d] -> [B * H, Q, d] (a view where Q = 1 and `x` is contiguous)."""
+    batch, length, heads, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch * heads, length, head_dim)
+
+
+def _heads_last(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B * H, Q, d] -> [B, Q, H * d] (a view where Q = 1)."""
+    rows, length, head_dim = x.shape
+    return x.view(batch, rows // batch, length, head_dim).transpose(1, 2).reshape(batch, length, -1)
+
+
 def _attend(q, keys, values, bias=None) -> torch.Tensor:
-    """Attention of one query per (row, head) [BH, 1, d] over [BH, T, d] keys and values, with
-    an additive [BH, 1, T] bias (padding); softmax in float32 as fairseq's."""
+    """Attention of Q queries per (row, head) [BH, Q, d] over [BH, T, d] keys and values, with
+    an additive bias broadcast to [BH, Q, T] (padding, causality, length); softmax in float32
+    as fairseq's."""
     weights = torch.bmm(q, keys.transpose(1, 2))
     if bias is not None:
         weights = weights + bias
@@ -146,28 +159,35 @@ class _Layer:
         self.keys = allocate(shape)
         self.values = allocate(shape)
 
-    def step(self, x: torch.Tensor, t, length_bias=None) -> torch.Tensor:
-        """The layer's output for input `x` [B, C] at step `t`: an int, or with fixed shapes a
-        one-element tensor, the whole cache attended to behind `length_bias` [1, 1, T]."""
+    def step(self, x: torch.Tensor, t, self_bias=None) -> torch.Tensor:
+        """The layer's outputs [B, Q, C] for inputs `x` [B, Q, C] fed at steps t .. t + Q - 1.
+
+        `t` an int: the cache is attended to up to step t + Q - 1, causally through
+        `self_bias` [1, Q, t + Q] where Q > 1. With fixed shapes, Q = 1 and `t` a one-element
+        tensor: the whole cache is attended to, the steps after `t` masked by `self_bias`
+        [1, 1, T].
+        """
         layer = self.layer
-        batch, dim = x.shape
+        batch, length, dim = x.shape
         heads, head_dim = self.heads, self.head_dim
         pre_norm = layer.normalize_before
 
         residual = x
         if pre_norm:
             x = layer.self_attn_layer_norm(x)
-        qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, 3, heads, head_dim)
-        q = (qkv[:, 0] * self.scaling).view(batch * heads, 1, head_dim)
-        if length_bias is None:
-            self.keys[:, t].view(batch, heads, head_dim).copy_(qkv[:, 1])
-            self.values[:, t].view(batch, heads, head_dim).copy_(qkv[:, 2])
-            x = _attend(q, self.keys[:, : t + 1], self.values[:, : t + 1])
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, length, 3, heads, head_dim)
+        q = _heads_first(qkv[:, :, 0] * self.scaling)
+        if isinstance(t, int):
+            for cache, new in ((self.keys, qkv[:, :, 1]), (self.values, qkv[:, :, 2])):
+                cache[:, t : t + length].view(batch, heads, length, head_dim).copy_(
+                    new.transpose(1, 2)
+                )
+            keys, values = self.keys[:, : t + length], self.values[:, : t + length]
         else:
-            self.keys.index_copy_(1, t, qkv[:, 1].reshape(batch * heads, 1, head_dim))
-            self.values.index_copy_(1, t, qkv[:, 2].reshape(batch * heads, 1, head_dim))
-            x = _attend(q, self.keys, self.values, length_bias)
-        x = x.view(batch, dim)
+            self.keys.index_copy_(1, t, _heads_first(qkv[:, :, 1]))
+            self.values.index_copy_(1, t, _heads_first(qkv[:, :, 2]))
+            keys, values = self.keys, self.values
+        x = _heads_last(_attend(q, keys, values, self_bias), batch)
         x = residual + F.linear(x, self.out.weight, self.out.bias)
         if not pre_norm:
             x = layer.self_attn_layer_norm(x)
@@ -176,10 +196,9 @@ class _Layer:
         if pre_norm:
             x = layer.encoder_attn_layer_norm(x)
         q = F.linear(x, self.cross_q.weight, self.cross_q.bias) * self.cross_scaling
-        q = q.view(batch * heads, 1, head_dim)
+        q = _heads_first(q.view(batch, length, heads, head_dim))
         x = _attend(q, self.cross_keys, self.cross_values, self.key_padding_bias)
-        x = x.view(batch, dim)
-        x = residual + F.linear(x, self.cross_out.weight, self.cross_out.bias)
+        x = residual + F.linear(_heads_last(x, batch), self.cross_out.weight, self.cross_out.bias)
         if not pre_norm:
             x = layer.encoder_attn_layer_norm(x)
 
@@ -256,10 +275,23 @@ class LeanTransformerState:
 
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         """Features [B, C] after feeding `tokens` [B] as the (t+1)-th tokens of the rows."""
-        positions = None if self.positions is None else self.positions[t]
-        features = self._features(tokens, t, positions, None)
+        positions = None if self.positions is None else self.positions[t : t + 1]
+        features = self._features(tokens.unsqueeze(1), t, positions, None)[:, 0]
         self.filled = t + 1
         return features
+
+    def prefill(self, tokens: torch.Tensor) -> None:
+        """Feeds the first K tokens of every row, `tokens` [B, K], at once: the caches then
+        hold what K calls of `step` would have left (up to float rounding), and the next call
+        is `step(..., K)`. For the steps in which no row draws yet."""
+        if self.filled:
+            raise ValueError("prefill starts a state: it has been fed already")
+        length = tokens.size(1)
+        positions = None if self.positions is None else self.positions[:length]
+        dtype, device = self.layers[0].keys.dtype, tokens.device
+        causal = torch.full((length, length), float("-inf"), dtype=dtype, device=device)
+        self._features(tokens, 0, positions, causal.triu(1).unsqueeze(0))
+        self.filled = length
 
     def fixed_step(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """`step` with the same shapes at every step, so that a CUDA graph can replay it: `t`
@@ -271,9 +303,10 @@ class LeanTransformerState:
         later = self.cache_steps.gt(t)
         length_bias = torch.zeros_like(later, dtype=self.layers[0].keys.dtype)
         length_bias = length_bias.masked_fill(later, float("-inf")).view(1, 1, -1)
-        return self._features(tokens, t, positions, length_bias)
+        return self._features(tokens.unsqueeze(1), t, positions, length_bias)[:, 0]
 
-    def _features(self, tokens, t, positions, length_bias) -> torch.Tensor:
+    def _features(self, tokens, t, positions, self_bias) -> torch.Tensor:
+        """Features [B, Q, C] of `tokens` [B, Q] fed at steps t .. t + Q - 1."""
         decoder = self.decoder
         x = decoder.embed_scale * decoder.embed_tokens(tokens)
         if decoder.project_in_dim is not None:
@@ -283,7 +316,7 @@ class LeanTransformerState:
         if decoder.layernorm_embedding is not None:
             x = decoder.layernorm_embedding(x)
         for layer in self.layers:
-            x = layer.step(x, t, length_bias)
+            x = layer.step(x, t, self_bias)
         if decoder.layer_norm is not None:
             x = decoder.layer_norm(x)
         if decoder.project_out_dim is not None:

@@ -4,8 +4,9 @@ On the same batches, models and machine, alternating the methods so that machine
 both alike, it measures:
 
 1. the wall time of one update (forward, backward, SGD step) of the `mixer` criterion in a
-   mixed stage with s = 1 against `label_smoothed_cross_entropy`, for a paper-like LSTM and a
-   small transformer, and where the time of a MIXER update goes; both models are first
+   mixed stage with s = 1 (or --stage-s) against `label_smoothed_cross_entropy`, for a
+   paper-like LSTM and a small transformer, and where the time of a MIXER update goes; both
+   models are first
    trained briefly with XENT, so that their samples end with EOS as a real model's do;
 2. the speed of the batched rewards against a Python loop over `sacrebleu.sentence_bleu`, on
    batches of a real MIXER batch's size, and a reward call's share of a MIXER update;
@@ -18,6 +19,7 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--transformer-step lean|fairseq]
                                          [--lstm-step lean|fairseq]
                                          [--cuda-loop launch_bound|synchronising|graph]
+                                         [--stage-s S] [--prefill on|off]
                                          [--reward-counts compiled|tensor]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
@@ -93,12 +95,19 @@ ARCH_LABELS = {
     "lstm": "LSTM 1+1 layers, 256 units, embed 256, unidirectional encoder, attention",
     "transformer": "transformer 3+3 layers, 256 dim, ffn 1024, 4 heads",
 }
-# T = 4, Delta = 3, no XENT-only epochs: epoch 1 is the mixed stage with s = 1, so every
-# token after the first reference word is sampled.
+# T = s + 3, Delta = 3, no XENT-only epochs: epoch 1 is the mixed stage with s (by default 1,
+# the most expensive stage: every token after the first reference word is sampled).
 MIXER_FLAGS = [
-    "--criterion", "mixer", "--mixer-unroll-steps", "4", "--mixer-delta", "3",
-    "--mixer-xent-epochs", "0", "--reward", "mixer_bleu",
+    "--criterion", "mixer", "--mixer-delta", "3", "--mixer-xent-epochs", "0",
+    "--reward", "mixer_bleu",
 ]  # fmt: skip
+
+
+def mixer_flags(rollout: str, stage_s: int) -> list[str]:
+    """The MIXER criterion's flags for a bench in the mixed stage with `stage_s`."""
+    return [*MIXER_FLAGS, "--mixer-unroll-steps", str(stage_s + 3), "--mixer-rollout", rollout]
+
+
 XENT_FLAGS = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
 METHODS = ("mixer", "xent")
 FORK_SERVER_MODULES = ("torch", "numpy", "sacrebleu", "fairseq.options", "fairseq_mixer")
@@ -191,6 +200,7 @@ class Job:
     lean_lstm_step: bool = True  # --lstm-step lean (the plugin's default)
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
     cuda_graphs: bool = False  # --cuda-loop graph (not the plugin's default yet)
+    prefill: bool = True  # --prefill on (the plugin's default)
     compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default)
 
 
@@ -242,6 +252,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "step (fixed shapes; not yet measured on a GPU, so not the plugin's default)",
     )  # fmt: skip
     parser.add_argument(
+        "--stage-s", type=int, default=1,
+        help="the mixed stage measured: its first s reference tokens are teacher-forced "
+        "(default 1, the most expensive stage)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prefill", choices=("on", "off"), default="on",
+        help="the transformer's sampling loop feeds the steps before any row draws at once "
+        "(on, the default) or one by one (off: the code before)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
         help="the rewards: compiled (default: one numba call per batch on the host CPU, a "
         "CUDA batch copied there and its scores back; at commit 4385be8 only their n-gram "
@@ -253,6 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--device cuda: torch sees no CUDA device")
     if args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.stage_s < 1:
+        parser.error("--stage-s must be >= 1 (s = 0 would be pure REINFORCE, no mixed stage)")
     return args
 
 
@@ -313,9 +335,15 @@ def parse_config(data: Path, flags: list[str], device: str):
 
 
 def make_job(
-    data: Path, arch: str, settings: Settings, device: str, threads: int, rollout: str = "auto"
+    data: Path,
+    arch: str,
+    settings: Settings,
+    device: str,
+    threads: int,
+    rollout: str = "auto",
+    stage_s: int = 1,
 ) -> Job:
-    flags = {"mixer": [*MIXER_FLAGS, "--mixer-rollout", rollout], "xent": XENT_FLAGS}
+    flags = {"mixer": mixer_flags(rollout, stage_s), "xent": XENT_FLAGS}
     configs = {method: parse_config(data, ARCHS[arch] + flags[method], device) for method in flags}
     return Job(arch, configs, settings, device, threads)
 
@@ -327,6 +355,7 @@ def build_bench(job: Job) -> Bench:
     sampling.LEAN_LSTM_STEP = job.lean_lstm_step
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
     sampling.CUDA_GRAPH_ON_CUDA = job.cuda_graphs
+    sampling.PREFILL = job.prefill
     reward_base.COMPILED_ON_CPU = job.compiled_rewards
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
@@ -1148,7 +1177,8 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "data": data,
         "settings": asdict(settings),
         "models": ARCH_LABELS,
-        "mixer_flags": " ".join([*MIXER_FLAGS, "--mixer-rollout", args.rollout]),
+        "mixer_flags": " ".join(mixer_flags(args.rollout, args.stage_s)),
+        "prefill": args.prefill,
         "transformer_step": args.transformer_step,
         "lstm_step": args.lstm_step,
         "cuda_loop": args.cuda_loop,
@@ -1184,7 +1214,8 @@ def measure(
     its children never overlap one."""
     jobs = {
         arch: replace(
-            make_job(data, arch, settings, args.device, args.threads, args.rollout),
+            make_job(data, arch, settings, args.device, args.threads, args.rollout, args.stage_s),
+            prefill=args.prefill == "on",
             lean_transformer_step=args.transformer_step == "lean",
             lean_lstm_step=args.lstm_step == "lean",
             launch_bound_on_cuda=args.cuda_loop != "synchronising",

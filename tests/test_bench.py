@@ -50,7 +50,7 @@ def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
 
     for module, flag in (
         (sampling, "LEAN_TRANSFORMER_STEP"), (sampling, "LEAN_LSTM_STEP"),
-        (sampling, "LAUNCH_BOUND_ON_CUDA"), (sampling, "CUDA_GRAPH_ON_CUDA"),
+        (sampling, "LAUNCH_BOUND_ON_CUDA"), (sampling, "CUDA_GRAPH_ON_CUDA"), (sampling, "PREFILL"),
         (reward_base, "COMPILED_ON_CPU"),
     ):  # fmt: skip
         monkeypatch.setattr(module, flag, getattr(module, flag))  # restored after the test

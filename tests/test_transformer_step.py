@@ -52,6 +52,31 @@ def batch_with_padded_sources(task, size: int = 24) -> dict:
     return sample
 
 
+def sampling_prefixes(target: torch.Tensor, pad: int, floor: int):
+    """`varied_prefixes` (spread 9), every prefix raised to at least `floor` reference tokens
+    (sentences not longer are copied whole): with floor >= 2 the loop prefills its first
+    `floor` steps."""
+    prefix, max_lengths = varied_prefixes(target, pad, spread=9)
+    if floor:
+        spread = max_lengths - prefix
+        prefix = prefix.clamp(min=floor).clamp(max=target.ne(pad).sum(1))
+        max_lengths = prefix + spread
+    return prefix, max_lengths
+
+
+def recorded_prefills(monkeypatch) -> list:
+    """The numbers of steps `LeanTransformerState.prefill` is given, from now on."""
+    lengths: list = []
+    original = LeanTransformerState.prefill
+
+    def prefill(state, tokens):
+        lengths.append(tokens.size(1))
+        return original(state, tokens)
+
+    monkeypatch.setattr(LeanTransformerState, "prefill", prefill)
+    return lengths
+
+
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @torch.no_grad()
 def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
@@ -87,13 +112,17 @@ def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("greedy", [False, True])
-def test_sampling_draws_the_same_with_the_lean_step(synthetic_bin, config, greedy, monkeypatch):
+@pytest.mark.parametrize("floor", [0, 3])
+def test_sampling_draws_the_same_with_the_lean_step(
+    synthetic_bin, config, greedy, floor, monkeypatch
+):
     task, model = eval_model(synthetic_bin, CONFIGS[config])
     monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)  # compacts several times
     sample = batch_with_padded_sources(task)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
-    prefix, max_lengths = varied_prefixes(target, pad, spread=9)
+    prefix, max_lengths = sampling_prefixes(target, pad, floor)
+    prefills = recorded_prefills(monkeypatch)
     encoder_out = padded_encoder_out(model, sample)
     states = []
     monkeypatch.setattr(
@@ -112,6 +141,7 @@ def test_sampling_draws_the_same_with_the_lean_step(synthetic_bin, config, greed
     assert not states
     lean = draw(lean=True)
     assert len(states) == 1
+    assert prefills == ([floor] if floor else [])
     assert torch.equal(lean, fairseqs)
     assert lean.ne(pad).sum(1).unique().numel() > 3
 
@@ -197,6 +227,34 @@ def _without_host_reads(step):
     return run
 
 
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@torch.no_grad()
+def test_prefill_leaves_the_caches_of_as_many_steps(synthetic_bin, config):
+    """After the first K tokens fed at once, every later step gives fairseq's incremental
+    features, as after K steps."""
+    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    decoder = model.decoder
+    sample = batch_with_padded_sources(task)
+    encoder_out = padded_encoder_out(model, sample)
+    batch, steps, prefilled = sample["target"].size(0), 9, 4
+    generator = torch.Generator().manual_seed(0)
+    first_real = task.tgt_dict.nspecial
+    tokens = torch.randint(first_real, len(task.tgt_dict), (batch, steps), generator=generator)
+    tokens[:, 0] = task.tgt_dict.eos()
+    state = LeanTransformerState(decoder, encoder_out, batch, steps)
+    state.prefill(tokens[:, :prefilled])
+    incremental: dict = {}
+    for t in range(steps):
+        expected, _ = decoder.extract_features(
+            tokens[:, : t + 1], encoder_out=encoder_out, incremental_state=incremental
+        )
+        if t >= prefilled:
+            features = state.step(tokens[:, t], t)
+            assert torch.allclose(features, expected[:, -1], atol=1e-5), (config, t)
+    with pytest.raises(ValueError, match="fed already"):
+        state.prefill(tokens[:, :2])
+
+
 def _fixed_shape_loop(monkeypatch, on: bool) -> list:
     """Turns the fixed-shape loop on or off; returns the list its captured steps go to. The
     steps run with every host read of a tensor refused."""
@@ -213,15 +271,20 @@ def _fixed_shape_loop(monkeypatch, on: bool) -> list:
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("greedy", [False, True])
-def test_fixed_shape_loop_draws_as_the_compacting_one(synthetic_bin, config, greedy, monkeypatch):
+@pytest.mark.parametrize("floor", [0, 3])
+def test_fixed_shape_loop_draws_as_the_compacting_one(
+    synthetic_bin, config, greedy, floor, monkeypatch
+):
     """The loop a CUDA graph replays (run step by step on the CPU here): the whole batch at
-    every step, a look at it every few steps, the same samples as the CPU's loop."""
+    every step, a look at it every few steps, the same samples as the CPU's loop, after the
+    same prefill."""
     task, model = eval_model(synthetic_bin, CONFIGS[config])
     monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
     sample = batch_with_padded_sources(task)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
-    prefix, max_lengths = varied_prefixes(target, pad, spread=9)
+    prefix, max_lengths = sampling_prefixes(target, pad, floor)
+    prefills = recorded_prefills(monkeypatch)
     encoder_out = padded_encoder_out(model, sample)
 
     def draw() -> torch.Tensor:
@@ -234,6 +297,7 @@ def test_fixed_shape_loop_draws_as_the_compacting_one(synthetic_bin, config, gre
     assert len(captured) == 1
     _fixed_shape_loop(monkeypatch, False)
     assert torch.equal(fixed, draw())
+    assert prefills == ([floor, floor] if floor else [])
     assert fixed.ne(pad).sum(1).unique().numel() > 3
 
 
