@@ -6,8 +6,8 @@ both alike, it measures:
 1. the wall time of one update (forward, backward, SGD step) of the `mixer` criterion in a
    mixed stage with s = 1 (or --stage-s) against `label_smoothed_cross_entropy`, for a
    paper-like LSTM and a small transformer, and where the time of a MIXER update goes; both
-   models are first
-   trained briefly with XENT, so that their samples end with EOS as a real model's do;
+   models are first trained briefly with XENT, so that their samples end with EOS as a real
+   model's do;
 2. the speed of the batched rewards against a Python loop over `sacrebleu.sentence_bleu`, on
    batches of a real MIXER batch's size, and a reward call's share of a MIXER update;
 3. the peak memory of MIXER updates against XENT updates, each in a fresh child process;
