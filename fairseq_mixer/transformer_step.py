@@ -99,15 +99,29 @@ def _cat_bias(*linears) -> torch.Tensor | None:
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
-    """[B, Q, H, d] -> [B * H, Q, d] (a view where Q = 1 and `x` is contiguous)."""
+    """[B, Q, H, d] -> [B * H, Q, d]; for a step (Q = 1) a view of a contiguous `x`."""
     batch, length, heads, head_dim = x.shape
+    if length == 1:
+        return x.reshape(batch * heads, 1, head_dim)
     return x.transpose(1, 2).reshape(batch * heads, length, head_dim)
 
 
 def _heads_last(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """[B * H, Q, d] -> [B, Q, H * d] (a view where Q = 1)."""
+    """[B * H, Q, d] -> [B * Q, H * d]; for a step (Q = 1) a view."""
     rows, length, head_dim = x.shape
-    return x.view(batch, rows // batch, length, head_dim).transpose(1, 2).reshape(batch, length, -1)
+    if length == 1:
+        return x.view(batch, -1)
+    heads = rows // batch
+    return x.view(batch, heads, length, head_dim).transpose(1, 2).reshape(-1, heads * head_dim)
+
+
+def _write(cache: torch.Tensor, new: torch.Tensor, t: int) -> None:
+    """Stores `new` [B, Q, H, d] at steps t .. t + Q - 1 of `cache` [B * H, T, d]."""
+    batch, length, heads, head_dim = new.shape
+    if length == 1:
+        cache[:, t].view(batch, heads, head_dim).copy_(new[:, 0])
+    else:
+        cache[:, t : t + length].view(batch, heads, length, head_dim).copy_(new.transpose(1, 2))
 
 
 def _attend(q, keys, values, bias=None) -> torch.Tensor:
@@ -159,8 +173,10 @@ class _Layer:
         self.keys = allocate(shape)
         self.values = allocate(shape)
 
-    def step(self, x: torch.Tensor, t, self_bias=None) -> torch.Tensor:
-        """The layer's outputs [B, Q, C] for inputs `x` [B, Q, C] fed at steps t .. t + Q - 1.
+    def step(self, x: torch.Tensor, t, length: int = 1, self_bias=None) -> torch.Tensor:
+        """The layer's outputs [B * Q, C] for inputs `x` [B * Q, C], Q = `length` positions per
+        row (row-major), fed at steps t .. t + Q - 1. Kept two-dimensional, so that a step
+        (Q = 1) runs the products and norms of [B, C] as they are.
 
         `t` an int: the cache is attended to up to step t + Q - 1, causally through
         `self_bias` [1, Q, t + Q] where Q > 1. With fixed shapes, Q = 1 and `t` a one-element
@@ -168,7 +184,7 @@ class _Layer:
         [1, 1, T].
         """
         layer = self.layer
-        batch, length, dim = x.shape
+        batch = x.size(0) // length
         heads, head_dim = self.heads, self.head_dim
         pre_norm = layer.normalize_before
 
@@ -178,10 +194,8 @@ class _Layer:
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias).view(batch, length, 3, heads, head_dim)
         q = _heads_first(qkv[:, :, 0] * self.scaling)
         if isinstance(t, int):
-            for cache, new in ((self.keys, qkv[:, :, 1]), (self.values, qkv[:, :, 2])):
-                cache[:, t : t + length].view(batch, heads, length, head_dim).copy_(
-                    new.transpose(1, 2)
-                )
+            _write(self.keys, qkv[:, :, 1], t)
+            _write(self.values, qkv[:, :, 2], t)
             keys, values = self.keys[:, : t + length], self.values[:, : t + length]
         else:
             self.keys.index_copy_(1, t, _heads_first(qkv[:, :, 1]))
@@ -198,7 +212,8 @@ class _Layer:
         q = F.linear(x, self.cross_q.weight, self.cross_q.bias) * self.cross_scaling
         q = _heads_first(q.view(batch, length, heads, head_dim))
         x = _attend(q, self.cross_keys, self.cross_values, self.key_padding_bias)
-        x = residual + F.linear(_heads_last(x, batch), self.cross_out.weight, self.cross_out.bias)
+        x = _heads_last(x, batch)
+        x = residual + F.linear(x, self.cross_out.weight, self.cross_out.bias)
         if not pre_norm:
             x = layer.encoder_attn_layer_norm(x)
 
@@ -276,7 +291,7 @@ class LeanTransformerState:
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         """Features [B, C] after feeding `tokens` [B] as the (t+1)-th tokens of the rows."""
         positions = None if self.positions is None else self.positions[t : t + 1]
-        features = self._features(tokens.unsqueeze(1), t, positions, None)[:, 0]
+        features = self._features(tokens, t, 1, positions, None)
         self.filled = t + 1
         return features
 
@@ -290,7 +305,7 @@ class LeanTransformerState:
         positions = None if self.positions is None else self.positions[:length]
         dtype, device = self.layers[0].keys.dtype, tokens.device
         causal = torch.full((length, length), float("-inf"), dtype=dtype, device=device)
-        self._features(tokens, 0, positions, causal.triu(1).unsqueeze(0))
+        self._features(tokens.reshape(-1), 0, length, positions, causal.triu(1).unsqueeze(0))
         self.filled = length
 
     def fixed_step(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -303,20 +318,23 @@ class LeanTransformerState:
         later = self.cache_steps.gt(t)
         length_bias = torch.zeros_like(later, dtype=self.layers[0].keys.dtype)
         length_bias = length_bias.masked_fill(later, float("-inf")).view(1, 1, -1)
-        return self._features(tokens.unsqueeze(1), t, positions, length_bias)[:, 0]
+        return self._features(tokens, t, 1, positions, length_bias)
 
-    def _features(self, tokens, t, positions, self_bias) -> torch.Tensor:
-        """Features [B, Q, C] of `tokens` [B, Q] fed at steps t .. t + Q - 1."""
+    def _features(self, tokens, t, length, positions, self_bias) -> torch.Tensor:
+        """Features [B * Q, C] of `tokens` [B * Q] (row-major), Q = `length` per row, fed at
+        steps t .. t + Q - 1."""
         decoder = self.decoder
         x = decoder.embed_scale * decoder.embed_tokens(tokens)
         if decoder.project_in_dim is not None:
             x = decoder.project_in_dim(x)
-        if positions is not None:
+        if positions is not None and length == 1:
             x = x + positions
+        elif positions is not None:
+            x = (x.view(-1, length, x.size(-1)) + positions).view(-1, x.size(-1))
         if decoder.layernorm_embedding is not None:
             x = decoder.layernorm_embedding(x)
         for layer in self.layers:
-            x = layer.step(x, t, self_bias)
+            x = layer.step(x, t, length, self_bias)
         if decoder.layer_norm is not None:
             x = decoder.layer_norm(x)
         if decoder.project_out_dim is not None:
