@@ -64,6 +64,25 @@ def sampling_prefixes(target: torch.Tensor, pad: int, floor: int):
     return prefix, max_lengths
 
 
+def padded_batch_sampler(synthetic_bin, config: str, greedy: bool, floor: int, monkeypatch):
+    """(draw, prefills, pad): `draw()` samples continuations of a batch of many source
+    lengths (prefixes of `sampling_prefixes`), seeded alike at every call; `prefills` lists
+    the lengths `LeanTransformerState.prefill` is given."""
+    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    sample = batch_with_padded_sources(task)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    prefix, max_lengths = sampling_prefixes(target, pad, floor)
+    encoder_out = padded_encoder_out(model, sample)
+
+    def draw() -> torch.Tensor:
+        generator = None if greedy else torch.Generator().manual_seed(5)
+        args = (target, prefix, max_lengths, generator, pad, eos)
+        return sample_after_prefix(model, encoder_out, *args, greedy=greedy)
+
+    return draw, recorded_prefills(monkeypatch), pad
+
+
 def recorded_prefills(monkeypatch) -> list:
     """The numbers of steps `LeanTransformerState.prefill` is given, from now on."""
     lengths: list = []
@@ -116,30 +135,19 @@ def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
 def test_sampling_draws_the_same_with_the_lean_step(
     synthetic_bin, config, greedy, floor, monkeypatch
 ):
-    task, model = eval_model(synthetic_bin, CONFIGS[config])
     monkeypatch.setattr(sampling, "COMPACT_WHEN_LIVE_SHARE", 0.9)  # compacts several times
-    sample = batch_with_padded_sources(task)
-    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
-    target = sample["target"]
-    prefix, max_lengths = sampling_prefixes(target, pad, floor)
-    prefills = recorded_prefills(monkeypatch)
-    encoder_out = padded_encoder_out(model, sample)
+    draw, prefills, pad = padded_batch_sampler(synthetic_bin, config, greedy, floor, monkeypatch)
     states = []
     monkeypatch.setattr(
         sampling,
         "LeanTransformerState",
         lambda *args: states.append(LeanTransformerState(*args)) or states[-1],
     )
-
-    def draw(lean: bool) -> torch.Tensor:
-        monkeypatch.setattr(sampling, "LEAN_TRANSFORMER_STEP", lean)
-        generator = None if greedy else torch.Generator().manual_seed(5)
-        args = (target, prefix, max_lengths, generator, pad, eos)
-        return sample_after_prefix(model, encoder_out, *args, greedy=greedy)
-
-    fairseqs = draw(lean=False)
+    monkeypatch.setattr(sampling, "LEAN_TRANSFORMER_STEP", False)
+    fairseqs = draw()
     assert not states
-    lean = draw(lean=True)
+    monkeypatch.setattr(sampling, "LEAN_TRANSFORMER_STEP", True)
+    lean = draw()
     assert len(states) == 1
     assert prefills == ([floor] if floor else [])
     assert torch.equal(lean, fairseqs)
@@ -278,20 +286,8 @@ def test_fixed_shape_loop_draws_as_the_compacting_one(
     """The loop a CUDA graph replays (run step by step on the CPU here): the whole batch at
     every step, a look at it every few steps, the same samples as the CPU's loop, after the
     same prefill."""
-    task, model = eval_model(synthetic_bin, CONFIGS[config])
     monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
-    sample = batch_with_padded_sources(task)
-    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
-    target = sample["target"]
-    prefix, max_lengths = sampling_prefixes(target, pad, floor)
-    prefills = recorded_prefills(monkeypatch)
-    encoder_out = padded_encoder_out(model, sample)
-
-    def draw() -> torch.Tensor:
-        generator = None if greedy else torch.Generator().manual_seed(5)
-        args = (target, prefix, max_lengths, generator, pad, eos)
-        return sample_after_prefix(model, encoder_out, *args, greedy=greedy)
-
+    draw, prefills, pad = padded_batch_sampler(synthetic_bin, config, greedy, floor, monkeypatch)
     captured = _fixed_shape_loop(monkeypatch, True)
     fixed = draw()
     assert len(captured) == 1
