@@ -119,6 +119,14 @@ fi
 
 wait  # for the start recipe's XENT
 
+# 6. (run before the benchmark, to fail fast) The tests that need CUDA: the CUDA-graph
+# sampling loop against the launch-bound one, the rewards of CUDA tensors.
+if has tests_cuda; then
+  timeout $(( $(left) < 130 ? $(left) - 10 : 120 )) $PY -m pytest -q -x tests/test_transformer_step.py tests/test_rewards.py -k cuda \
+    > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
+  tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
+fi
+
 # 4. The benchmark on this device: full when there is time for it; with the stage
 # bench_before, then again with BEFORE_FLAGS.
 bench_run() {  # NAME [bench.py flags]
@@ -132,10 +140,4 @@ bench_run() {  # NAME [bench.py flags]
 has bench && bench_run bench ${BENCH_FLAGS:-}
 # shellcheck disable=SC2086  # BEFORE_FLAGS is a list of flags
 has bench_before && bench_run bench_before ${BEFORE_FLAGS---lstm-step fairseq --cuda-loop synchronising}
-# 6. The tests that need CUDA (the CUDA-graph sampling loop against the launch-bound one).
-if has tests_cuda; then
-  timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) $PY -m pytest -q -x tests/test_transformer_step.py tests/test_rewards.py -k cuda \
-    > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
-  tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
-fi
 pack; stamp done
