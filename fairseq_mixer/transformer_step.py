@@ -286,7 +286,9 @@ class LeanTransformerState:
             steps = min(max_steps, decoder.embed_positions.max_positions)
             probe = torch.full((1, steps), decoder.padding_idx + 1, device=states.device)
             self.positions = decoder.embed_positions(probe)[0]  # [max_steps, C]
-        self.cache_steps = torch.arange(max_steps, device=states.device)
+        self.cache_steps = None  # the steps of the caches, for fixed_step's length mask
+        if fixed_shapes:
+            self.cache_steps = torch.arange(max_steps, device=states.device)
 
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         """Features [B, C] after feeding `tokens` [B] as the (t+1)-th tokens of the rows."""
