@@ -610,33 +610,34 @@ def decoder_steps(bench: Bench) -> dict:
 
 def graph_loop_agreement(bench: Bench) -> dict:
     """How many sentences of the bench's batches the transformer's CUDA-graph loop
-    (`--cuda-loop graph`) samples as the launch-bound loop does, with the same seeds."""
-    criterion, model = bench.criteria["mixer"], bench.model
-    pad, eos, stage = criterion.padding_idx, criterion.eos, criterion.stage
+    (`--cuda-loop graph`) samples as the launch-bound loop does: in a MIXER forward of each
+    batch, both loops sample with the criterion's own arguments, the generator in the same
+    state."""
+    original = mixer_criterion_module.sample_in_eval_mode
     same = 0
-    with torch.no_grad():
+
+    def both_loops(model, encoder_out, arguments, greedy=False):
+        nonlocal same
+        generator, pad = arguments[3], arguments[4]
+        start = None if generator is None else generator.get_state()
+        samples = []
+        for graph in (True, False):
+            sampling.CUDA_GRAPH_ON_CUDA = graph
+            if start is not None:
+                generator.set_state(start)
+            samples.append(original(model, encoder_out, arguments, greedy=greedy))
+        sampling.CUDA_GRAPH_ON_CUDA = True
+        width = max(drawn.size(1) for drawn in samples)
+        graphed, launch_bound = (mixer_criterion_module.fit_width(x, width, pad) for x in samples)
+        same += int(graphed.eq(launch_bound).all(1).sum())
+        return samples[0]
+
+    criterion = bench.criteria["mixer"]
+    patch = mock.patch.object(mixer_criterion_module, "sample_in_eval_mode", both_loops)
+    with patch, torch.no_grad():
         for number, batch in enumerate(bench.batches):
-            net_input, target = batch["net_input"], batch["target"]
-            src_lengths = net_input["src_lengths"]
-            encoder_out = model.encoder(net_input["src_tokens"], src_lengths=src_lengths)
-            ref_lengths = target.ne(pad).sum(1)
-            prefix = teacher_forced_lengths(
-                ref_lengths, stage.s, criterion.unroll_steps, criterion.placement, 0
-            )
-            max_lengths = criterion._max_sample_lengths(ref_lengths, src_lengths)
-            samples = []
-            for graph in (True, False):
-                sampling.CUDA_GRAPH_ON_CUDA = graph
-                generator = torch.Generator(device=target.device).manual_seed(number)
-                drawn = mixer_criterion_module.sample_in_eval_mode(
-                    model, encoder_out, (target, prefix, max_lengths, generator, pad, eos)
-                )
-                samples.append(drawn)
-            sampling.CUDA_GRAPH_ON_CUDA = True
-            width = max(drawn.size(1) for drawn in samples)
-            fit = mixer_criterion_module.fit_width
-            graphed, launch_bound = (fit(drawn, width, pad) for drawn in samples)
-            same += int(graphed.eq(launch_bound).all(1).sum())
+            criterion.set_mixer_stage(bench.task.stage, number)
+            criterion(bench.model, batch)
     return {"same": same, "sentences": sum(batch["nsentences"] for batch in bench.batches)}
 
 
