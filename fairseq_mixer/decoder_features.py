@@ -6,6 +6,14 @@ import torch
 from fairseq.models import FairseqDecoder, FairseqIncrementalDecoder
 from torch import nn
 
+from fairseq_mixer.packed_transformer_pass import packed_transformer_features, supports_packed_pass
+from fairseq_mixer.positions import at_positions
+
+# Whether a teacher-forced pass over samples runs fairseq's transformer decoder on their
+# tokens only (`packed_transformer_features`); the bench turns it off for the figures of the
+# padded pass.
+PACKED_TRANSFORMER_PASS = True
+
 _ABSTRACT_EXTRACT_FEATURES = (
     FairseqDecoder.extract_features,
     FairseqIncrementalDecoder.extract_features,
@@ -47,6 +55,28 @@ def decoder_features_and_output(decoder: nn.Module, prev_output_tokens, encoder_
     finally:
         handle.remove()
     return captured[-1], decoder_out
+
+
+def teacher_forced_log_probs(model, prev_output_tokens, encoder_out, where: torch.Tensor):
+    """(features [N, d], log-probabilities [N, V]) of a teacher-forced pass over
+    `prev_output_tokens` [B, L] at the flat positions `where`, the tokens a loss reads.
+
+    The transformer computes only those positions where `packed_transformer_features` can;
+    other decoders run whole, and the positions are read off their outputs.
+    """
+    decoder = model.decoder
+    if PACKED_TRANSFORMER_PASS and supports_packed_pass(decoder, encoder_out):
+        features = packed_transformer_features(decoder, prev_output_tokens, encoder_out, where)
+        return features, log_probs_of_features(model, features)
+    features, decoder_out = decoder_features_and_output(decoder, prev_output_tokens, encoder_out)
+    lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+    return at_positions(features, where), at_positions(lprobs, where)
+
+
+def log_probs_of_features(model, features: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities [N, V] of decoder features [N, d], one position each."""
+    logits = model.decoder.output_layer(features.unsqueeze(1))
+    return model.get_normalized_probs((logits, None), log_probs=True).squeeze(1)
 
 
 def check_incremental_decoder(model: nn.Module) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from fairseq.models.lstm import LSTMDecoder
 
-from fairseq_mixer.decoder_features import has_feature_api
+from fairseq_mixer.decoder_features import has_feature_api, log_probs_of_features
 from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
 from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
 
@@ -168,12 +168,12 @@ def sample_and_score_after_prefix(
     pad: int,
     eos: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(hypotheses [B, L], decoder features [B, L, d], log-probabilities [B, L, V]).
+    """(hypotheses [B, L], decoder features [N, d], log-probabilities [N, V]).
 
     The hypotheses are those of `sample_after_prefix`, drawn in the model's current mode
-    with grad: the features and log-probabilities of every position up to a sentence's end
-    are those a teacher-forced pass over the hypotheses would give, and carry the graph.
-    Positions after the end hold zeros. Needs a decoder with extract_features().
+    with grad: the features and log-probabilities of their N tokens, in the order of
+    `token_positions(hypotheses, pad)`, are those a teacher-forced pass over the hypotheses
+    would give there, and carry the graph. Needs a decoder with extract_features().
     """
     tokens, lengths, _ = _start_tokens(reference, prefix_lengths, max_lengths, pad, eos)
     every_row = torch.arange(tokens.size(0), device=tokens.device)
@@ -365,11 +365,6 @@ def _next_token_probs(batch, step: int, rows, outputs):
         return model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
 
 
-def _log_probs(model, features: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities [B, L, V] of decoder features [B, L, d]."""
-    return model.get_normalized_probs((model.decoder.output_layer(features), None), log_probs=True)
-
-
 class _StepOutputs:
     """Per-step decoder features of the rows that ran, to be stacked after the loop.
 
@@ -393,18 +388,13 @@ class _StepOutputs:
         self.features.append(features)
 
     def stacked(self, model, lengths: torch.Tensor, width: int):
-        """([B, width, d], [B, width, V]) of rows with `lengths` [B], zeros past the ends."""
+        """(features [N, d], log-probabilities [N, V]) of the positions before `lengths` [B]
+        of the rows, in the order of `token_positions` over a [B, width] batch."""
         rows, steps = torch.cat(self.rows), torch.cat(self.steps)
         ran = steps < lengths[rows]
-        where = (rows * width + steps)[ran]
-        features = _scattered(torch.cat(self.features)[ran], where, lengths.size(0), width)
-        inside = torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)
-        return features, _log_probs(model, features).masked_fill(~inside.unsqueeze(-1), 0.0)
-
-
-def _scattered(values: torch.Tensor, where: torch.Tensor, batch: int, width: int):
-    zeros = values.new_zeros(batch * width, values.size(-1))
-    return zeros.index_copy(0, where, values).view(batch, width, -1)
+        order = (rows * width + steps)[ran].argsort()
+        features = torch.cat(self.features)[ran].index_select(0, order)
+        return features, log_probs_of_features(model, features)
 
 
 class _DecodingBatch:

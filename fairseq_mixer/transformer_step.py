@@ -33,6 +33,18 @@ def supports_lean_step(decoder, encoder_out) -> bool:
     `scale_*` (NormFormer) options, xformers, extra key/value biases, zero attention,
     beam-folded encoder attention, dropout kept at inference.
     """
+    if not plain_transformer_decoder(decoder, encoder_out):
+        return False
+    dropout_at_inference = any(
+        isinstance(m, FairseqDropout) and m.p > 0 and m.apply_during_inference
+        for m in decoder.modules()
+    )
+    return not dropout_at_inference
+
+
+def plain_transformer_decoder(decoder, encoder_out) -> bool:
+    """Whether `decoder` is fairseq's own transformer decoder (exact classes) in a
+    configuration without the options `supports_lean_step` lists, dropout aside."""
     if not isinstance(decoder, TransformerDecoderBase) or not _has_encoder_states(encoder_out):
         return False
     for name in ("extract_features", "extract_features_scriptable"):
@@ -46,11 +58,7 @@ def supports_lean_step(decoder, encoder_out) -> bool:
         or len(decoder.layers) == 0
     ):
         return False
-    dropout_at_inference = any(
-        isinstance(m, FairseqDropout) and m.p > 0 and m.apply_during_inference
-        for m in decoder.modules()
-    )
-    return not dropout_at_inference and all(_plain_layer(layer) for layer in decoder.layers)
+    return all(_plain_layer(layer) for layer in decoder.layers)
 
 
 def _has_encoder_states(encoder_out) -> bool:
@@ -86,7 +94,7 @@ def _plain_attention(attn) -> bool:
     )
 
 
-def _cat_bias(*linears) -> torch.Tensor | None:
+def cat_bias(*linears) -> torch.Tensor | None:
     biases = [m.bias for m in linears]
     if all(b is None for b in biases):
         return None
@@ -152,7 +160,7 @@ class _Layer:
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
         # One projection for the self-attention's queries, keys and values.
         self.qkv_weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        self.qkv_bias = _cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.qkv_bias = cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
         self.scaling, self.cross_scaling = attn.scaling, cross.scaling
         self.out = attn.out_proj
         self.cross_q = cross.q_proj
@@ -161,7 +169,7 @@ class _Layer:
         kv = F.linear(
             encoder_states,
             torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
-            _cat_bias(cross.k_proj, cross.v_proj),
+            cat_bias(cross.k_proj, cross.v_proj),
         )  # [S, B, 2C]
         kv = kv.view(source, batch, 2, self.heads, self.head_dim).permute(2, 1, 3, 0, 4)
         self.cross_keys = kv[0].reshape(batch * self.heads, source, self.head_dim)

@@ -20,6 +20,7 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--json PATH] [--data BIN_DIR
                                          [--lstm-step lean|fairseq]
                                          [--cuda-loop launch_bound|synchronising|graph]
                                          [--stage-s S] [--prefill on|off]
+                                         [--teacher-forced packed|padded]
                                          [--reward-counts compiled|tensor]
 The last line printed is `mixer/xent update time ratio: <number>` for the LSTM.
 See docs/performance.md.
@@ -66,7 +67,7 @@ from fairseq.tasks.translation import TranslationTask
 
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
-from fairseq_mixer import sampling
+from fairseq_mixer import decoder_features, sampling
 from fairseq_mixer.rewards import base as reward_base
 from fairseq_mixer.rewards import get_reward
 from fairseq_mixer.sampling import ROLLOUTS
@@ -201,6 +202,7 @@ class Job:
     launch_bound_on_cuda: bool = True  # --cuda-loop launch_bound (the plugin's default)
     cuda_graphs: bool = False  # --cuda-loop graph (not the plugin's default yet)
     prefill: bool = True  # --prefill on (the plugin's default)
+    packed_teacher_forced: bool = True  # --teacher-forced packed (the plugin's default)
     compiled_rewards: bool = True  # --reward-counts compiled (the plugin's default)
 
 
@@ -260,6 +262,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prefill", choices=("on", "off"), default="on",
         help="the transformer's sampling loop feeds the steps before any row draws at once "
         "(on, the default) or one by one (off: the code before)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--teacher-forced", choices=("packed", "padded"), default="packed",
+        help="the transformer's teacher-forced pass over the samples: on their tokens only "
+        "(packed, the default) or fairseq's decoder over the padded batch (the code before)",
     )  # fmt: skip
     parser.add_argument(
         "--reward-counts", choices=("compiled", "tensor"), default="compiled",
@@ -356,6 +363,7 @@ def build_bench(job: Job) -> Bench:
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
     sampling.CUDA_GRAPH_ON_CUDA = job.cuda_graphs
     sampling.PREFILL = job.prefill
+    decoder_features.PACKED_TRANSFORMER_PASS = job.packed_teacher_forced
     reward_base.COMPILED_ON_CPU = job.compiled_rewards
     utils.set_torch_seed(SEED)
     task = tasks.setup_task(mixer_cfg.task)
@@ -527,9 +535,9 @@ MIXER_PHASES = {
     "encoder": "encoder forward",
     "rollout": "one-pass rollout (sample_and_score_after_prefix, with grad)",
     "sampling": "two-pass: sampling loop (sample_after_prefix, no_grad)",
-    "teacher_forced": "two-pass: teacher-forced pass (decoder_features_and_output)",
+    "teacher_forced": "two-pass: teacher-forced pass + log-softmax (teacher_forced_log_probs)",
     "reward": "reward (mixer_bleu)",
-    "rest_of_forward": "log-softmax, losses, baseline, logging",
+    "rest_of_forward": "losses, baseline, logging",
     "backward": "backward",
     "step": "clipping + SGD step",
 }
@@ -544,7 +552,7 @@ def watch_mixer_internals(bench: Bench, clock: PhaseClock) -> contextlib.ExitSta
         (encoder, "forward", "encoder"),
         (mixer_criterion_module, "sample_and_score_after_prefix", "rollout"),
         (mixer_criterion_module, "sample_in_eval_mode", "sampling"),
-        (mixer_criterion_module, "decoder_features_and_output", "teacher_forced"),
+        (mixer_criterion_module, "teacher_forced_log_probs", "teacher_forced"),
         (criterion, "reward", "reward"),
     ]
     for owner, attribute, phase in targets:
@@ -1180,6 +1188,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "models": ARCH_LABELS,
         "mixer_flags": " ".join(mixer_flags(args.rollout, args.stage_s)),
         "prefill": args.prefill,
+        "teacher_forced": args.teacher_forced,
         "transformer_step": args.transformer_step,
         "lstm_step": args.lstm_step,
         "cuda_loop": args.cuda_loop,
@@ -1217,6 +1226,7 @@ def measure(
         arch: replace(
             make_job(data, arch, settings, args.device, args.threads, args.rollout, args.stage_s),
             prefill=args.prefill == "on",
+            packed_teacher_forced=args.teacher_forced == "packed",
             lean_transformer_step=args.transformer_step == "lean",
             lean_lstm_step=args.lstm_step == "lean",
             launch_bound_on_cuda=args.cuda_loop != "synchronising",
@@ -1298,7 +1308,8 @@ def report(results: dict, targets: dict[str, Target], args: argparse.Namespace) 
     print(
         f"{environment['mode']} mode on {args.device}, {args.threads} threads, rollout "
         f"{args.rollout}, transformer step {args.transformer_step}, lstm step {args.lstm_step}, "
-        f"cuda loop {args.cuda_loop}, reward counts {args.reward_counts}, load average "
+        f"cuda loop {args.cuda_loop}, prefill {args.prefill}, teacher-forced pass "
+        f"{args.teacher_forced}, reward counts {args.reward_counts}, load average "
         f"{environment['load_average_1min']['start']:.1f} -> "
         f"{environment['load_average_1min']['end']:.1f}: took {results['seconds']:.0f} s "
         f"(after imports); results in {args.json}"

@@ -32,6 +32,22 @@ ARCHS = {
     "mixer_paper": TINY_PAPER,
 }
 
+TWO_LAYERS = ARCHS["transformer"] + ["--decoder-layers", "2", "--encoder-layers", "2"]
+TRANSFORMER_CONFIGS = {
+    "post_norm_sinusoidal": [],
+    "pre_norm_learned_shared": [
+        "--decoder-normalize-before", "--decoder-learned-pos",
+        "--share-decoder-input-output-embed",
+    ],
+    "pre_norm_sinusoidal_shared_ln_embedding_gelu": [
+        "--decoder-normalize-before", "--encoder-normalize-before",
+        "--share-decoder-input-output-embed", "--layernorm-embedding", "--activation-fn", "gelu",
+    ],
+    "post_norm_learned_projected_out_unscaled": [
+        "--decoder-learned-pos", "--decoder-output-dim", "12", "--no-scale-embedding",
+    ],
+}  # fmt: skip
+
 
 def build(data: Path, flags: list[str]):
     """(cfg, task, model, criterion) as fairseq-train would build them."""
@@ -109,8 +125,8 @@ def graded_rollout(model, sample, prefix, max_lengths, pad: int, eos: int, seed:
 def assert_rollouts_agree(model, task, switch, grad_atol: float) -> tuple[torch.Tensor, dict]:
     """Runs :func:`graded_rollout` on the first 24-sentence batch (varied prefixes, limit
     spread 7) after ``switch(True)`` and after ``switch(False)``, asserts the same samples,
-    features, log-probabilities (zeros past the ends) and gradients, and returns the samples
-    and gradients of the first."""
+    features, log-probabilities and gradients, and returns the samples and gradients of the
+    first."""
     sample = first_batch(task, max_sentences=24)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     prefix, max_lengths = varied_prefixes(sample["target"], pad, spread=7)
@@ -123,8 +139,19 @@ def assert_rollouts_agree(model, task, switch, grad_atol: float) -> tuple[torch.
     assert torch.equal(hyps, expected_hyps)
     assert torch.allclose(features, expected_features, atol=1e-6)
     assert torch.allclose(lprobs, expected_lprobs, atol=1e-5)
-    assert lprobs[hyps.eq(pad)].eq(0).all()
+    assert lprobs.size(0) == hyps.ne(pad).sum()  # one row per token
     assert grads.keys() == expected_grads.keys()
     for name, grad in grads.items():
         assert torch.allclose(grad, expected_grads[name], rtol=1e-4, atol=grad_atol), name
     return hyps, grads
+
+
+def batch_with_padded_sources(task, size: int = 24) -> dict:
+    """A training batch of sentences of many source lengths (fairseq's batches group them)."""
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    by_length = torch.as_tensor(dataset.src_sizes).argsort(stable=True)
+    picks = by_length[torch.linspace(0, len(by_length) - 1, size).long()]
+    sample = dataset.collater([dataset[int(i)] for i in picks])
+    assert sample["net_input"]["src_lengths"].unique().numel() > 3
+    return sample

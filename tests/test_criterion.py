@@ -6,7 +6,7 @@ import pytest
 import torch
 from harness import ARCHS, build, first_batch, grads_of, set_stage
 
-from fairseq_mixer import sampling
+from fairseq_mixer import decoder_features, sampling
 
 MIXED = ["--criterion", "mixer", "--mixer-xent-epochs", "1", "--mixer-epochs-per-stage", "1",
          "--mixer-unroll-steps", "6", "--mixer-delta", "3"]  # fmt: skip
@@ -177,6 +177,31 @@ def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(syntheti
     assert grads_1.keys() == grads_2.keys()
     for name, grad in grads_1.items():
         assert torch.allclose(grad, grads_2[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize(
+    "flags", [[], ["--label-smoothing", "0.1", "--mixer-loss-scaling", "release"]]
+)
+def test_packed_and_padded_teacher_forced_passes_give_the_same_loss_and_gradient(
+    synthetic_bin, flags, monkeypatch
+):
+    """The transformer's teacher-forced pass over the samples' tokens only, against fairseq's
+    decoder over the padded batch: the same MIXER loss and gradients (dropout 0)."""
+    results = []
+    for packed in (True, False):
+        monkeypatch.setattr(decoder_features, "PACKED_TRANSFORMER_PASS", packed)
+        _, task, model, criterion = build(synthetic_bin, ARCHS["transformer"] + MIXED + flags)
+        set_stage(task, criterion, epoch=2, num_updates=4)
+        model.train()
+        loss, sample_size, log = criterion(model, first_batch(task))
+        loss.backward()
+        results.append((loss, sample_size, log, {**grads_of(model), **grads_of(criterion)}))
+    (loss_1, size_1, log_1, grads_1), (loss_2, size_2, log_2, grads_2) = results
+    assert log_1["rl_tokens"] > 0 and float(log_1["hyp_tokens"]) == float(log_2["hyp_tokens"])
+    assert size_1 == size_2 and torch.allclose(loss_1, loss_2, rtol=1e-5)
+    assert grads_1.keys() == grads_2.keys()
+    for name, grad in grads_1.items():
+        assert torch.allclose(grad, grads_2[name], rtol=1e-4, atol=1e-5), name
 
 
 def argmax_draws(monkeypatch) -> None:

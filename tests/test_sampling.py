@@ -6,6 +6,7 @@ from harness import ARCHS, assert_rollouts_agree, build, first_batch, varied_pre
 
 from fairseq_mixer import sampling
 from fairseq_mixer.decoder_features import decoder_features_and_output
+from fairseq_mixer.positions import at_positions, token_positions
 from fairseq_mixer.sampling import (
     inverse_cdf_draw,
     sample_after_prefix,
@@ -121,10 +122,9 @@ def test_one_pass_rollout_draws_and_scores_as_two_passes(synthetic_bin, arch, mo
         model.decoder, shift_right(hyps, eos, pad), encoder_out
     )
     expected_lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
-    scored = hyps.ne(pad)
-    assert torch.allclose(features[scored], expected_features[scored], atol=1e-5)
-    assert torch.allclose(lprobs[scored], expected_lprobs[scored], atol=1e-5)
-    assert features[~scored].eq(0).all() and lprobs[~scored].eq(0).all()
+    where = token_positions(hyps, pad)
+    assert torch.allclose(features, at_positions(expected_features, where), atol=1e-5)
+    assert torch.allclose(lprobs, at_positions(expected_lprobs, where), atol=1e-5)
 
 
 def test_one_pass_rollout_needs_a_recurrent_decoder(synthetic_bin):

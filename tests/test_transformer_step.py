@@ -5,27 +5,19 @@ from unittest import mock
 
 import pytest
 import torch
-from harness import ARCHS, build, first_batch, varied_prefixes
+from harness import (
+    ARCHS,
+    TRANSFORMER_CONFIGS,
+    TWO_LAYERS,
+    batch_with_padded_sources,
+    build,
+    first_batch,
+    varied_prefixes,
+)
 
 from fairseq_mixer import sampling
 from fairseq_mixer.sampling import sample_after_prefix
 from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
-
-TWO_LAYERS = ARCHS["transformer"] + ["--decoder-layers", "2", "--encoder-layers", "2"]
-CONFIGS = {
-    "post_norm_sinusoidal": [],
-    "pre_norm_learned_shared": [
-        "--decoder-normalize-before", "--decoder-learned-pos",
-        "--share-decoder-input-output-embed",
-    ],
-    "pre_norm_sinusoidal_shared_ln_embedding_gelu": [
-        "--decoder-normalize-before", "--encoder-normalize-before",
-        "--share-decoder-input-output-embed", "--layernorm-embedding", "--activation-fn", "gelu",
-    ],
-    "post_norm_learned_projected_out_unscaled": [
-        "--decoder-learned-pos", "--decoder-output-dim", "12", "--no-scale-embedding",
-    ],
-}  # fmt: skip
 
 
 def eval_model(synthetic_bin, flags):
@@ -39,17 +31,6 @@ def padded_encoder_out(model, sample):
     encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
     assert encoder_out["encoder_padding_mask"][0].any()  # sentences of different lengths
     return encoder_out
-
-
-def batch_with_padded_sources(task, size: int = 24) -> dict:
-    """A training batch of sentences of many source lengths (fairseq's batches group them)."""
-    task.load_dataset("train")
-    dataset = task.dataset("train")
-    by_length = torch.as_tensor(dataset.src_sizes).argsort(stable=True)
-    picks = by_length[torch.linspace(0, len(by_length) - 1, size).long()]
-    sample = dataset.collater([dataset[int(i)] for i in picks])
-    assert sample["net_input"]["src_lengths"].unique().numel() > 3
-    return sample
 
 
 def sampling_prefixes(target: torch.Tensor, pad: int, floor: int):
@@ -68,7 +49,7 @@ def padded_batch_sampler(synthetic_bin, config: str, greedy: bool, floor: int, m
     """(draw, prefills, pad): `draw()` samples continuations of a batch of many source
     lengths (prefixes of `sampling_prefixes`), seeded alike at every call; `prefills` lists
     the lengths `LeanTransformerState.prefill` is given."""
-    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    task, model = eval_model(synthetic_bin, TRANSFORMER_CONFIGS[config])
     sample = batch_with_padded_sources(task)
     pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
     target = sample["target"]
@@ -96,11 +77,11 @@ def recorded_prefills(monkeypatch) -> list:
     return lengths
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @torch.no_grad()
 def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
     """Every step, before and after dropping rows, gives fairseq's features and logits."""
-    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    task, model = eval_model(synthetic_bin, TRANSFORMER_CONFIGS[config])
     decoder = model.decoder
     sample = batch_with_padded_sources(task)
     encoder_out = padded_encoder_out(model, sample)
@@ -129,7 +110,7 @@ def test_lean_step_gives_fairseqs_incremental_features(synthetic_bin, config):
         assert torch.allclose(logits, decoder.output_layer(expected[:, -1]), atol=1e-5)
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @pytest.mark.parametrize("greedy", [False, True])
 @pytest.mark.parametrize("floor", [0, 3])
 def test_sampling_draws_the_same_with_the_lean_step(
@@ -190,12 +171,12 @@ def test_training_mode_takes_fairseqs_path(synthetic_bin):
         LeanTransformerState(model.decoder, encoder_out, tokens.size(0), 4)
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @torch.no_grad()
 def test_fixed_shape_step_gives_the_features_of_the_incremental_one(synthetic_bin, config):
     """With fixed shapes (the step index a tensor, the whole cache attended to behind a length
     mask) every step gives the features of the step that attends to the filled part only."""
-    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    task, model = eval_model(synthetic_bin, TRANSFORMER_CONFIGS[config])
     sample = batch_with_padded_sources(task)
     encoder_out = padded_encoder_out(model, sample)
     batch, steps = sample["target"].size(0), 9
@@ -235,12 +216,12 @@ def _without_host_reads(step):
     return run
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @torch.no_grad()
 def test_prefill_leaves_the_caches_of_as_many_steps(synthetic_bin, config):
     """After the first K tokens fed at once, every later step gives fairseq's incremental
     features, as after K steps."""
-    task, model = eval_model(synthetic_bin, CONFIGS[config])
+    task, model = eval_model(synthetic_bin, TRANSFORMER_CONFIGS[config])
     decoder = model.decoder
     sample = batch_with_padded_sources(task)
     encoder_out = padded_encoder_out(model, sample)
@@ -277,7 +258,7 @@ def _fixed_shape_loop(monkeypatch, on: bool) -> list:
     return captured
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @pytest.mark.parametrize("greedy", [False, True])
 @pytest.mark.parametrize("floor", [0, 3])
 def test_fixed_shape_loop_draws_as_the_compacting_one(

@@ -21,8 +21,9 @@ from omegaconf import II
 from torch.nn.parallel import DistributedDataParallel
 
 from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
-from fairseq_mixer.decoder_features import decoder_features_and_output
+from fairseq_mixer.decoder_features import teacher_forced_log_probs
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
+from fairseq_mixer.positions import at_positions, scattered, token_positions
 from fairseq_mixer.rewards import REWARD_NAMES, get_reward
 from fairseq_mixer.sampling import (
     ROLLOUTS,
@@ -274,26 +275,33 @@ class MixerCriterion(FairseqCriterion):
         # The rewards as soon as the samples exist: on a GPU they are scored on the host
         # (rewards/base.py), and the copy of the samples there waits for the work queued
         # before it, not for the teacher-forced pass.
+        # Features and log-probabilities come for the hypotheses' tokens only ([N, ...], at
+        # the flat positions `where`), the positions both losses read.
         if samples_in_training_pass(model.decoder, self.cfg.mixer_rollout):
             hyps, features, lprobs = sample_and_score_after_prefix(model, encoder_out, *sampling)
             rewards = self.reward(hyps, target, start=prefix)
+            where = token_positions(hyps, pad)
         else:
             hyps = sample_in_eval_mode(model, encoder_out, sampling)
             rewards = self.reward(hyps, target, start=prefix)
-            features, decoder_out = decoder_features_and_output(
-                model.decoder, shift_right(hyps, self.eos, pad), encoder_out
+            where = token_positions(hyps, pad)
+            features, lprobs = teacher_forced_log_probs(
+                model, shift_right(hyps, self.eos, pad), encoder_out, where
             )
-            lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
         rewards = rewards.to(lprobs.dtype)
 
         sampled = prefix < ref_lengths
         hyp_lengths = hyps.ne(pad).sum(1)
-        xent_mask, rl_mask = loss_masks(prefix, ref_lengths, hyp_lengths, hyps.size(1), overlap)
+        batch, width = hyps.shape
+        xent_mask, rl_mask = loss_masks(prefix, ref_lengths, hyp_lengths, width, overlap)
         xent_mask, rl_mask = xent_mask.to(lprobs.dtype), rl_mask.to(lprobs.dtype)
 
-        reference = fit_width(target, hyps.size(1), pad)
+        reference = at_positions(fit_width(target, width, pad), where)
         token_losses, nll = token_nll(lprobs, reference, self.cfg.label_smoothing)
-        hyp_logprobs = lprobs.gather(-1, hyps.unsqueeze(-1)).squeeze(-1)
+        hyp_logprobs = lprobs.gather(-1, at_positions(hyps, where).unsqueeze(-1)).squeeze(-1)
+        token_losses, nll, hyp_logprobs, features = (
+            scattered(t, where, batch, width) for t in (token_losses, nll, hyp_logprobs, features)
+        )
         baselines = self._baselines(features, rewards, greedy_rewards)
 
         xent = xent_loss(token_losses, xent_mask, per_step_mean=self.release_scaling)

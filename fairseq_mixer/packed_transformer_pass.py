@@ -1,0 +1,141 @@
+"""fairseq's teacher-forced TransformerDecoder pass, computed for the tokens a loss reads only.
+
+MIXER's samples end at different lengths, so a padded [B, L] batch of them is far from
+full (about two thirds on the bench's data), while fairseq's decoder runs every layer's
+projections, norms and feed-forward block on every position, padding included, forward and
+backward. `packed_transformer_features` runs those position-wise parts on the kept tokens
+only ([N, C], N the number of tokens) and scatters queries, keys and values into the padded
+layout just for the attention products. It gives fairseq's `extract_features` at the kept
+positions (up to float rounding), in training mode too: the same dropout modules at the
+same places, and layerdrop through the decoder's own layer list.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fairseq_mixer.transformer_step import cat_bias, plain_transformer_decoder
+
+
+def supports_packed_pass(decoder, encoder_out) -> bool:
+    """Whether `packed_transformer_features` computes what `decoder` computes: fairseq's own
+    transformer decoder in the plain configurations of the lean step."""
+    return plain_transformer_decoder(decoder, encoder_out)
+
+
+def packed_transformer_features(
+    decoder, prev_output_tokens: torch.Tensor, encoder_out: dict, where: torch.Tensor
+) -> torch.Tensor:
+    """Features [N, C] of the positions `where` (flat indices into [B, L], every row's a
+    prefix) of a teacher-forced pass over `prev_output_tokens` [B, L]."""
+    batch, width = prev_output_tokens.shape
+    x = decoder.embed_scale * decoder.embed_tokens(prev_output_tokens.reshape(-1)[where])
+    if decoder.project_in_dim is not None:
+        x = decoder.project_in_dim(x)
+    if decoder.embed_positions is not None:
+        positions = decoder.embed_positions(prev_output_tokens)
+        x = x + positions.reshape(batch * width, -1).index_select(0, where)
+    if decoder.layernorm_embedding is not None:
+        x = decoder.layernorm_embedding(x)
+    x = decoder.dropout_module(x)
+
+    layout = _Layout(where, batch, width)
+    causal = x.new_full((width, width), float("-inf")).triu(1).unsqueeze(0)
+    padding = prev_output_tokens.eq(decoder.padding_idx)
+    if padding.any():
+        causal = causal + _key_bias(padding, decoder.layers[0].self_attn.num_heads, x.dtype)
+    states = encoder_out["encoder_out"][0]  # [S, B, C]
+    masks = encoder_out.get("encoder_padding_mask", [])
+    source_bias = None
+    if len(masks) > 0 and masks[0].any():
+        source_bias = _key_bias(masks[0], decoder.layers[0].encoder_attn.num_heads, x.dtype)
+    for layer in decoder.layers:
+        x = _layer(layer, x, layout, causal, states, source_bias)
+    if decoder.layer_norm is not None:
+        x = decoder.layer_norm(x)
+    if decoder.project_out_dim is not None:
+        x = decoder.project_out_dim(x)
+    return x
+
+
+class _Layout:
+    """Moves per-token tensors [N, ...] between the packed and the padded [B, L] layouts."""
+
+    def __init__(self, where: torch.Tensor, batch: int, width: int):
+        self.where, self.batch, self.width = where, batch, width
+
+    def padded(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        """[N, H * d] -> [B * H, L, d], zeros at the positions not kept."""
+        full = x.new_zeros(self.batch * self.width, x.size(-1)).index_copy(0, self.where, x)
+        full = full.view(self.batch, self.width, heads, -1)
+        return full.transpose(1, 2).reshape(self.batch * heads, self.width, -1)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B * H, L, d] -> [N, H * d]."""
+        heads = x.size(0) // self.batch
+        x = x.view(self.batch, heads, self.width, -1).transpose(1, 2)
+        return x.reshape(self.batch * self.width, -1).index_select(0, self.where)
+
+
+def _key_bias(padding: torch.Tensor, heads: int, dtype) -> torch.Tensor:
+    """Additive bias [B * H, 1, S] of -inf on the padded keys of `padding` [B, S]."""
+    bias = torch.zeros(padding.shape, dtype=dtype, device=padding.device)
+    bias = bias.masked_fill(padding.to(torch.bool), float("-inf"))
+    return bias.repeat_interleave(heads, dim=0).unsqueeze(1)
+
+
+def _attention(attn, q, keys, values, bias) -> torch.Tensor:
+    """fairseq's attention of [BH, L, d] queries over [BH, S, d] keys and values: float32
+    softmax, then the attention's own dropout on the weights."""
+    weights = torch.bmm(q, keys.transpose(1, 2))
+    if bias is not None:
+        weights = weights + bias
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).type_as(weights)
+    return torch.bmm(attn.dropout_module(weights), values)
+
+
+def _layer(layer, x, layout: _Layout, causal, states, source_bias) -> torch.Tensor:
+    """One TransformerDecoderLayer on the packed tokens `x` [N, C]."""
+    attn, cross = layer.self_attn, layer.encoder_attn
+    heads, pre_norm = attn.num_heads, layer.normalize_before
+
+    residual = x
+    if pre_norm:
+        x = layer.self_attn_layer_norm(x)
+    weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+    q, k, v = F.linear(x, weight, cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)).chunk(3, -1)
+    q = layout.padded(q * attn.scaling, heads)
+    x = layout.packed(_attention(attn, q, layout.padded(k, heads), layout.padded(v, heads), causal))
+    x = residual + layer.dropout_module(attn.out_proj(x))
+    if not pre_norm:
+        x = layer.self_attn_layer_norm(x)
+
+    residual = x
+    if pre_norm:
+        x = layer.encoder_attn_layer_norm(x)
+    q = layout.padded(cross.q_proj(x) * cross.scaling, cross.num_heads)
+    keys, values = _source_keys_values(cross, states)
+    x = layout.packed(_attention(cross, q, keys, values, source_bias))
+    x = residual + layer.dropout_module(cross.out_proj(x))
+    if not pre_norm:
+        x = layer.encoder_attn_layer_norm(x)
+
+    residual = x
+    if pre_norm:
+        x = layer.final_layer_norm(x)
+    x = layer.activation_dropout_module(layer.activation_fn(layer.fc1(x)))
+    x = residual + layer.dropout_module(layer.fc2(x))
+    if not pre_norm:
+        x = layer.final_layer_norm(x)
+    return x
+
+
+def _source_keys_values(cross, states: torch.Tensor):
+    """Keys and values [B * H, S, d] of the encoder states [S, B, C], with grad."""
+    source, batch = states.shape[:2]
+    weight = torch.cat([cross.k_proj.weight, cross.v_proj.weight])
+    kv = F.linear(states, weight, cat_bias(cross.k_proj, cross.v_proj))
+    kv = kv.view(source, batch, 2, cross.num_heads, -1).permute(2, 1, 3, 0, 4)
+    kv = kv.reshape(2, batch * cross.num_heads, source, -1)
+    return kv[0], kv[1]
