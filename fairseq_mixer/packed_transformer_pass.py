@@ -1,9 +1,8 @@
 """fairseq's teacher-forced TransformerDecoder pass, computed for the tokens a loss reads only.
 
 MIXER's samples end at different lengths, so a padded [B, L] batch of them is far from
-full (about two thirds on the bench's data), while fairseq's decoder runs every layer's
-projections, norms and feed-forward block on every position, padding included, forward and
-backward. `packed_transformer_features` runs those position-wise parts on the kept tokens
+full, while fairseq's decoder runs every layer's projections, norms and feed-forward block
+on every position, padding included, forward and backward. `packed_transformer_features` runs those position-wise parts on the kept tokens
 only ([N, C], N the number of tokens) and scatters queries, keys and values into the padded
 layout just for the attention products. It gives fairseq's `extract_features` at the kept
 positions (up to float rounding), in training mode too: the same dropout modules at the

@@ -12,6 +12,11 @@ from fairseq_mixer.sampling import shift_right
 DROPOUTS = ["--dropout", "0.1", "--attention-dropout", "0.2", "--activation-dropout", "0.3"]
 
 
+def on_cuda(sample: dict) -> dict:
+    net_input = {key: value.cuda() for key, value in sample["net_input"].items()}
+    return {"net_input": net_input, "target": sample["target"].cuda()}
+
+
 def both_passes(model, task, sample):
     """(packed features, fairseq's features at the same positions), both with grad, from one
     encoder output; the teacher-forced input is the batch's padded targets."""
@@ -31,7 +36,8 @@ def both_passes(model, task, sample):
 
 def gradients(model, features) -> dict:
     model.zero_grad()
-    weights = torch.linspace(-1.0, 1.0, features.numel()).view_as(features)
+    weights = torch.linspace(-1.0, 1.0, features.numel(), device=features.device)
+    weights = weights.view_as(features)
     (features * weights).sum().backward(retain_graph=True)
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
@@ -74,6 +80,16 @@ def test_packed_pass_applies_fairseqs_dropouts_and_layerdrop_in_training(synthet
         model.eval()
         undropped, _ = both_passes(model, task, sample)
     assert not torch.allclose(packed, undropped, atol=1e-3)  # the dropouts did apply
+    assert_same_features_and_gradients(model, packed, expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_packed_pass_gives_fairseqs_features_and_gradients_on_cuda(synthetic_bin):
+    _, task, model, _ = build(synthetic_bin, TWO_LAYERS + DROPOUTS)
+    model.cuda().eval()
+    sample = on_cuda(batch_with_padded_sources(task))
+    packed, expected = both_passes(model, task, sample)
+    assert packed.is_cuda
     assert_same_features_and_gradients(model, packed, expected)
 
 
