@@ -2,11 +2,12 @@
 
 MIXER's samples end at different lengths, so a padded [B, L] batch of them is far from
 full, while fairseq's decoder runs every layer's projections, norms and feed-forward block
-on every position, padding included, forward and backward. `packed_transformer_features` runs those position-wise parts on the kept tokens
-only ([N, C], N the number of tokens) and scatters queries, keys and values into the padded
-layout just for the attention products. It gives fairseq's `extract_features` at the kept
-positions (up to float rounding), in training mode too: the same dropout modules at the
-same places, and layerdrop through the decoder's own layer list.
+on every position, padding included, forward and backward. `packed_transformer_features`
+runs those position-wise parts on the kept tokens only ([N, C], N the number of tokens) and
+scatters queries, keys and values into the padded layout just for the attention products.
+It gives fairseq's `extract_features` at the kept positions (up to float rounding), in
+training mode too: the same dropout modules at the same places, and layerdrop through the
+decoder's own layer list.
 """
 
 from __future__ import annotations
@@ -39,18 +40,19 @@ def packed_transformer_features(
         x = decoder.layernorm_embedding(x)
     x = decoder.dropout_module(x)
 
+    # The padding biases are added even where nothing is padded (adding zeros), so that no
+    # branch waits for the device.
     layout = _Layout(where, batch, width)
-    causal = x.new_full((width, width), float("-inf")).triu(1).unsqueeze(0)
     padding = prev_output_tokens.eq(decoder.padding_idx)
-    if padding.any():
-        causal = causal + _key_bias(padding, decoder.layers[0].self_attn.num_heads, x.dtype)
+    self_bias = _key_bias(padding, decoder.layers[0].self_attn.num_heads, x.dtype)
+    self_bias = self_bias + x.new_full((width, width), float("-inf")).triu(1)
     states = encoder_out["encoder_out"][0]  # [S, B, C]
     masks = encoder_out.get("encoder_padding_mask", [])
     source_bias = None
-    if len(masks) > 0 and masks[0].any():
+    if len(masks) > 0:
         source_bias = _key_bias(masks[0], decoder.layers[0].encoder_attn.num_heads, x.dtype)
     for layer in decoder.layers:
-        x = _layer(layer, x, layout, causal, states, source_bias)
+        x = _layer(layer, x, layout, self_bias, states, source_bias)
     if decoder.layer_norm is not None:
         x = decoder.layer_norm(x)
     if decoder.project_out_dim is not None:
@@ -94,7 +96,7 @@ def _attention(attn, q, keys, values, bias) -> torch.Tensor:
     return torch.bmm(attn.dropout_module(weights), values)
 
 
-def _layer(layer, x, layout: _Layout, causal, states, source_bias) -> torch.Tensor:
+def _layer(layer, x, layout: _Layout, self_bias, states, source_bias) -> torch.Tensor:
     """One TransformerDecoderLayer on the packed tokens `x` [N, C]."""
     attn, cross = layer.self_attn, layer.encoder_attn
     heads, pre_norm = attn.num_heads, layer.normalize_before
@@ -105,7 +107,8 @@ def _layer(layer, x, layout: _Layout, causal, states, source_bias) -> torch.Tens
     weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
     q, k, v = F.linear(x, weight, cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)).chunk(3, -1)
     q = layout.padded(q * attn.scaling, heads)
-    x = layout.packed(_attention(attn, q, layout.padded(k, heads), layout.padded(v, heads), causal))
+    keys, values = layout.padded(k, heads), layout.padded(v, heads)
+    x = layout.packed(_attention(attn, q, keys, values, self_bias))
     x = residual + layer.dropout_module(attn.out_proj(x))
     if not pre_norm:
         x = layer.self_attn_layer_norm(x)
