@@ -33,11 +33,13 @@ class LeanLSTMState:
     `step(tokens, t)` feeds the newest token of every row and gives the features fairseq's
     `extract_features(..., incremental_state)` gives for it ([B, C]; `t` is unused, kept for
     the interface of the lean transformer state); `keep(rows)` drops rows, as fairseq's
-    incremental-state reordering does.
+    incremental-state reordering does. With `fixed_shapes`, `fixed_step` does what `step`
+    does and writes the new state into the tensors of the old, as a CUDA graph's replay needs.
     """
 
-    def __init__(self, decoder, encoder_out: tuple):
+    def __init__(self, decoder, encoder_out: tuple, fixed_shapes: bool = False):
         self.decoder = decoder
+        self.fixed_shapes = fixed_shapes
         encoder_outs, hiddens, cells, padding_mask = encoder_out
         self.encoder_outs, self.padding_mask = encoder_outs, padding_mask
         layers = range(decoder.num_layers)
@@ -47,6 +49,9 @@ class LeanLSTMState:
             self.hiddens = [decoder.encoder_hidden_proj(h) for h in self.hiddens]
             self.cells = [decoder.encoder_cell_proj(c) for c in self.cells]
         self.input_feed = encoder_outs.new_zeros(hiddens.size(1), decoder.hidden_size)
+        if fixed_shapes:  # tensors of its own, written in place
+            self.hiddens = [h.clone() for h in self.hiddens]
+            self.cells = [c.clone() for c in self.cells]
 
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         """Features [B, C] after feeding `tokens` [B]."""
@@ -67,6 +72,20 @@ class LeanLSTMState:
         if hasattr(decoder, "additional_fc"):
             out = decoder.dropout_out_module(decoder.additional_fc(out))
         return out
+
+    def fixed_step(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """`step`, the new hidden and cell states and input feed copied into the tensors that
+        held the old: a CUDA graph captured from it reads and writes the same memory at every
+        replay. Needs `fixed_shapes`; never `keep`."""
+        if not self.fixed_shapes:
+            raise ValueError("fixed_step needs a state built with fixed_shapes=True")
+        hiddens, cells, input_feed = list(self.hiddens), list(self.cells), self.input_feed
+        features = self.step(tokens, t)
+        for old, new in zip(hiddens + cells, self.hiddens + self.cells, strict=True):
+            old.copy_(new)
+        input_feed.copy_(self.input_feed)
+        self.hiddens, self.cells, self.input_feed = hiddens, cells, input_feed
+        return features
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only batch rows `rows` (indices into the current batch)."""

@@ -32,8 +32,9 @@ LEAN_LSTM_STEP = True
 # turns it off for the figures of the synchronising loop.
 LAUNCH_BOUND_ON_CUDA = True
 
-# Whether the transformer's no-grad loop on CUDA runs with fixed shapes, its steps replayed
-# from one CUDA graph (`_decode_with_fixed_shapes`). Off until measured on a GPU: the bench's
+# Whether the no-grad loop of a lean state (the transformer's; the LSTM's under
+# `--mixer-rollout two_pass`) on CUDA runs with fixed shapes, its steps replayed from one CUDA
+# graph (`_decode_with_fixed_shapes`). Off until measured on a GPU: the bench's
 # `--cuda-loop graph` turns it on.
 CUDA_GRAPH_ON_CUDA = False
 
@@ -192,7 +193,7 @@ def uses_launch_bound_loop(device: torch.device) -> bool:
 
 
 def uses_fixed_shape_loop(device: torch.device) -> bool:
-    """Whether the no-grad loop of a lean transformer state runs with fixed shapes on `device`
+    """Whether the no-grad loop of a lean state runs with fixed shapes on `device`
     (`_decode_with_fixed_shapes`): on CUDA, where its steps replay a CUDA graph."""
     return CUDA_GRAPH_ON_CUDA and device.type == "cuda"
 
@@ -274,12 +275,13 @@ def _draws(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torc
 
 
 def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int, first: int) -> None:
-    """`_decode` for a lean transformer state with fixed shapes (`uses_fixed_shape_loop`).
+    """`_decode` for a lean state with fixed shapes (`uses_fixed_shape_loop`).
 
     Every step runs the whole decoding batch, never compacted, and keeps the draws of the rows
     that sample with a mask, as the launch-bound loop does; the step index and the uniform
-    numbers are read from tensors and the key/value caches are attended to at full length, so
-    that all steps have the same shapes and one CUDA graph, captured at the second step,
+    numbers are read from tensors, the transformer's key/value caches are attended to at full
+    length and the LSTM's state is written in place, so that all steps have the same shapes
+    and memory and one CUDA graph, captured at the second step,
     replays every later one (`_run_then_capture`): one launch per step. The batch is looked at
     every STEPS_BETWEEN_SYNCS steps, to stop once no row decodes. The loop starts at step
     `first` (the steps before were prefilled).
@@ -444,10 +446,10 @@ class _DecodingBatch:
 
 def _lean_state(decoder, encoder_out, batch_size: int, max_steps: int, fixed_shapes: bool):
     """The lean decoding state of `decoder`, or None where fairseq's incremental state serves:
-    the LSTM's (with or without grad) or the transformer's (eval mode only; with
-    `fixed_shapes`, for `_decode_with_fixed_shapes`)."""
+    the LSTM's (with or without grad) or the transformer's (eval mode only); with
+    `fixed_shapes` (no-grad loops only), for `_decode_with_fixed_shapes`."""
     if LEAN_LSTM_STEP and supports_lean_lstm_step(decoder, encoder_out):
-        return LeanLSTMState(decoder, encoder_out)
+        return LeanLSTMState(decoder, encoder_out, fixed_shapes)
     if LEAN_TRANSFORMER_STEP and not decoder.training and supports_lean_step(decoder, encoder_out):
         return LeanTransformerState(decoder, encoder_out, batch_size, max_steps, fixed_shapes)
     return None

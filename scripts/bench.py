@@ -70,7 +70,7 @@ import fairseq_mixer.criterions.mixer as mixer_criterion_module
 from fairseq_mixer import decoder_features, sampling
 from fairseq_mixer.rewards import base as reward_base
 from fairseq_mixer.rewards import get_reward
-from fairseq_mixer.sampling import ROLLOUTS
+from fairseq_mixer.sampling import ROLLOUTS, samples_in_training_pass
 from fairseq_mixer.schedule import teacher_forced_lengths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,8 +250,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MIXER's decoding loop on CUDA: launch-bound (default: no wait for the device "
         "within a step), the synchronising loop of the CPU (the figures of the loop before "
         "the launch-bound one; both project the one-pass rollout once, after the loop), or "
-        "graph: launch-bound, and the transformer's no-grad loop replays a CUDA graph of its "
-        "step (fixed shapes; not yet measured on a GPU, so not the plugin's default)",
+        "graph: launch-bound, and the no-grad loop of a two-pass rollout (the transformer's; "
+        "the LSTM's with --rollout two_pass) replays a CUDA graph of its step (fixed shapes; "
+        "not yet measured on a GPU, so not the plugin's default)",
     )  # fmt: skip
     parser.add_argument(
         "--stage-s", type=int, default=1,
@@ -617,7 +618,7 @@ def decoder_steps(bench: Bench) -> dict:
 
 
 def graph_loop_agreement(bench: Bench) -> dict:
-    """How many sentences of the bench's batches the transformer's CUDA-graph loop
+    """How many sentences of the bench's batches the CUDA-graph loop of a two-pass rollout
     (`--cuda-loop graph`) samples as the launch-bound loop does: in a MIXER forward of each
     batch, both loops sample with the criterion's own arguments, the generator in the same
     state."""
@@ -1065,10 +1066,9 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
         loss = f"{training['first_loss']:.2f} -> {training['last_loss']:.2f} bits/token"
         label = f"  {arch}: XENT loss over {training['updates']} training updates"
         rows.append((label, loss, "", ""))
-    if results["graph_loop"] is not None:
-        graph = results["graph_loop"]
+    for arch, graph in (results["graph_loop"] or {}).items():
         rows.append((
-            "  transformer: sentences the CUDA-graph loop samples as the launch-bound loop",
+            f"  {arch}: sentences the CUDA-graph loop samples as the launch-bound loop",
             f"{graph['same']} of {graph['sentences']}", "", "",
         ))  # fmt: skip
     lstm = results["update"]["lstm"]
@@ -1246,7 +1246,11 @@ def measure(
     progress("phases of a MIXER update, rewards, decoding")
     graph_loop = None
     if args.device == "cuda" and args.cuda_loop == "graph":
-        graph_loop = graph_loop_agreement(benches["transformer"])
+        graph_loop = {
+            arch: graph_loop_agreement(bench)
+            for arch, bench in benches.items()
+            if not samples_in_training_pass(bench.model.decoder, args.rollout)
+        }
     return {
         "pretraining": training,
         "update": updates,

@@ -1,12 +1,15 @@
 """Real fairseq task, model and criterion objects built from command-line flags, in-process."""
 
+import contextlib
 from pathlib import Path
+from unittest import mock
 
 import torch
 from fairseq import options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import fairseq_mixer  # noqa: F401  (registers the plugin)
+from fairseq_mixer import sampling
 from fairseq_mixer.sampling import sample_and_score_after_prefix
 
 TINY_LSTM = [
@@ -155,3 +158,56 @@ def batch_with_padded_sources(task, size: int = 24) -> dict:
     sample = dataset.collater([dataset[int(i)] for i in picks])
     assert sample["net_input"]["src_lengths"].unique().numel() > 3
     return sample
+
+
+# What reads a tensor's values on the host: each waits for the device, and none may happen
+# while a CUDA graph is captured.
+HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__")
+
+
+def _refused(name: str):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"Tensor.{name} in a step that a CUDA graph would capture")
+
+    return refuse
+
+
+def without_host_reads(step):
+    def run() -> None:
+        with contextlib.ExitStack() as stack:
+            for name in HOST_READS:
+                stack.enter_context(mock.patch.object(torch.Tensor, name, _refused(name)))
+            stack.enter_context(mock.patch.object(torch, "nonzero", _refused("nonzero")))
+            step()
+
+    return run
+
+
+def fixed_shape_loop(monkeypatch, on: bool) -> list:
+    """Turns the fixed-shape loop on or off; returns the list its captured steps go to. The
+    steps run with every host read of a tensor refused."""
+    monkeypatch.setattr(sampling, "uses_fixed_shape_loop", lambda device: on)
+    captured: list = []
+    original = sampling._run_then_capture
+    monkeypatch.setattr(
+        sampling,
+        "_run_then_capture",
+        lambda step, device: captured.append(step) or original(without_host_reads(step), device),
+    )
+    return captured
+
+
+def graph_and_launch_bound_samples(model, encoder_out, references: tuple, pad: int, eos: int):
+    """(samples of the CUDA-graph loop, samples of the launch-bound loop) of a no-grad
+    rollout on CUDA, each drawn with a generator seeded alike; `references` is (target,
+    prefix lengths, max lengths) on the device."""
+    samples = []
+    for graph in (True, False):
+        sampling.CUDA_GRAPH_ON_CUDA = graph
+        try:
+            generator = torch.Generator(device="cuda").manual_seed(5)
+            args = (*references, generator, pad, eos)
+            samples.append(sampling.sample_after_prefix(model, encoder_out, *args))
+        finally:
+            sampling.CUDA_GRAPH_ON_CUDA = False
+    return samples[0], samples[1]

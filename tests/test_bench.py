@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 TARGETS = {
@@ -37,25 +38,27 @@ def test_quick_bench_reports_every_target(tmp_path):
     )
 
 
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
 def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
-    synthetic_bin, monkeypatch
+    synthetic_bin, arch, monkeypatch
 ):
-    """`--cuda-loop graph` on CUDA also checks the graph loop against the launch-bound one;
-    here the fixed-shape loop runs step by step on the CPU in its place."""
+    """`--cuda-loop graph` on CUDA also checks the graph loop of a two-pass rollout against
+    the launch-bound one; here the fixed-shape loop runs step by step on the CPU in its
+    place."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench
 
-    from fairseq_mixer import sampling
+    from fairseq_mixer import decoder_features, sampling
     from fairseq_mixer.rewards import base as reward_base
 
     for module, flag in (
         (sampling, "LEAN_TRANSFORMER_STEP"), (sampling, "LEAN_LSTM_STEP"),
         (sampling, "LAUNCH_BOUND_ON_CUDA"), (sampling, "CUDA_GRAPH_ON_CUDA"), (sampling, "PREFILL"),
-        (reward_base, "COMPILED_ON_CPU"),
+        (reward_base, "COMPILED_ON_CPU"), (decoder_features, "PACKED_TRANSFORMER_PASS"),
     ):  # fmt: skip
         monkeypatch.setattr(module, flag, getattr(module, flag))  # restored after the test
-    transformer = bench.build_bench(
-        bench.make_job(synthetic_bin, "transformer", bench.QUICK, "cpu", 1)
+    two_pass = bench.build_bench(
+        bench.make_job(synthetic_bin, arch, bench.QUICK, "cpu", 1, rollout="two_pass")
     )
     monkeypatch.setattr(
         sampling, "uses_fixed_shape_loop", lambda device: sampling.CUDA_GRAPH_ON_CUDA
@@ -67,7 +70,7 @@ def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
         "_decode_with_fixed_shapes",
         lambda *args: loops.append(args) or original(*args),
     )
-    agreement = bench.graph_loop_agreement(transformer)
-    sentences = sum(batch["nsentences"] for batch in transformer.batches)
+    agreement = bench.graph_loop_agreement(two_pass)
+    sentences = sum(batch["nsentences"] for batch in two_pass.batches)
     assert agreement == {"same": sentences, "sentences": sentences}
-    assert len(loops) == len(transformer.batches)
+    assert len(loops) == len(two_pass.batches)

@@ -3,10 +3,19 @@
 import pytest
 import torch
 from fairseq.models.lstm import LSTMDecoder
-from harness import ARCHS, assert_rollouts_agree, build, first_batch
+from harness import (
+    ARCHS,
+    assert_rollouts_agree,
+    build,
+    first_batch,
+    fixed_shape_loop,
+    graph_and_launch_bound_samples,
+    varied_prefixes,
+)
 
 from fairseq_mixer import sampling
 from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
+from fairseq_mixer.sampling import sample_after_prefix
 
 CONFIGS = {
     "lstm": ARCHS["lstm"],
@@ -122,3 +131,71 @@ def test_other_decoders_keep_fairseqs_path(synthetic_bin):
     assert not supports_lean_lstm_step(adaptive, encoder_out)
     _, _, transformer, _ = build(synthetic_bin, ARCHS["transformer"] + ["--criterion", "mixer"])
     assert not supports_lean_lstm_step(transformer.decoder, encoder_out)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("greedy", [False, True])
+def test_fixed_shape_loop_draws_as_the_compacting_one(synthetic_bin, config, greedy, monkeypatch):
+    """The two-pass rollout's no-grad loop that a CUDA graph replays (run step by step on the
+    CPU here): no host read in a step, the state written into the same tensors at every step,
+    the encoder output left as it was, and the same samples as the CPU's loop."""
+    task, model = built(synthetic_bin, config, dropout=0.0)
+    model.eval()
+    monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    target = sample["target"]
+    prefix, max_lengths = varied_prefixes(target, pad, spread=7)
+    net_input = sample["net_input"]
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+
+    def draw() -> torch.Tensor:
+        generator = None if greedy else torch.Generator().manual_seed(5)
+        args = (target, prefix, max_lengths, generator, pad, eos)
+        return sample_after_prefix(model, encoder_out, *args, greedy=greedy)
+
+    fixed_step = LeanLSTMState.fixed_step
+
+    def in_place(state, tokens, t):
+        def memory() -> list:
+            return [x.data_ptr() for x in state.hiddens + state.cells + [state.input_feed]]
+
+        before = memory()
+        features = fixed_step(state, tokens, t)
+        assert memory() == before
+        return features
+
+    monkeypatch.setattr(LeanLSTMState, "fixed_step", in_place)
+    captured = fixed_shape_loop(monkeypatch, True)
+    fixed = draw()
+    assert len(captured) == 1
+    fixed_shape_loop(monkeypatch, False)
+    assert torch.equal(fixed, draw())
+    assert fixed.ne(pad).sum(1).unique().numel() > 3
+
+
+def test_fixed_step_needs_fixed_shapes(synthetic_bin):
+    task, model = built(synthetic_bin, "lstm", dropout=0.0)
+    model.eval()
+    net_input = first_batch(task)["net_input"]
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        state = LeanLSTMState(model.decoder, encoder_out)
+        with pytest.raises(ValueError, match="fixed_shapes=True"):
+            state.fixed_step(net_input["prev_output_tokens"][:, 0], torch.tensor([0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
+def test_cuda_graph_loop_draws_as_the_launch_bound_one(synthetic_bin):
+    task, model = built(synthetic_bin, "lstm", dropout=0.0)
+    model.cuda().eval()
+    sample = first_batch(task, max_sentences=24)
+    pad, eos = task.tgt_dict.pad(), task.tgt_dict.eos()
+    prefix, max_lengths = varied_prefixes(sample["target"], pad, spread=7)
+    net_input = {key: value.cuda() for key, value in sample["net_input"].items()}
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    references = tuple(x.cuda() for x in (sample["target"], prefix, max_lengths))
+    graphed, launch_bound = graph_and_launch_bound_samples(model, encoder_out, references, pad, eos)
+    assert torch.equal(graphed, launch_bound)

@@ -1,8 +1,5 @@
 """The lean incremental step of fairseq's TransformerDecoder against fairseq's own."""
 
-import contextlib
-from unittest import mock
-
 import pytest
 import torch
 from harness import (
@@ -12,6 +9,8 @@ from harness import (
     batch_with_padded_sources,
     build,
     first_batch,
+    fixed_shape_loop,
+    graph_and_launch_bound_samples,
     varied_prefixes,
 )
 
@@ -193,29 +192,6 @@ def test_fixed_shape_step_gives_the_features_of_the_incremental_one(synthetic_bi
         incremental.fixed_step(tokens[:, 0], torch.tensor([0]))
 
 
-# What reads a tensor's values on the host: each waits for the device, and none may happen
-# while a CUDA graph is captured.
-HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__")
-
-
-def _refused(name: str):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"Tensor.{name} in a step that a CUDA graph would capture")
-
-    return refuse
-
-
-def _without_host_reads(step):
-    def run() -> None:
-        with contextlib.ExitStack() as stack:
-            for name in HOST_READS:
-                stack.enter_context(mock.patch.object(torch.Tensor, name, _refused(name)))
-            stack.enter_context(mock.patch.object(torch, "nonzero", _refused("nonzero")))
-            step()
-
-    return run
-
-
 @pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @torch.no_grad()
 def test_prefill_leaves_the_caches_of_as_many_steps(synthetic_bin, config):
@@ -244,20 +220,6 @@ def test_prefill_leaves_the_caches_of_as_many_steps(synthetic_bin, config):
         state.prefill(tokens[:, :2])
 
 
-def _fixed_shape_loop(monkeypatch, on: bool) -> list:
-    """Turns the fixed-shape loop on or off; returns the list its captured steps go to. The
-    steps run with every host read of a tensor refused."""
-    monkeypatch.setattr(sampling, "uses_fixed_shape_loop", lambda device: on)
-    captured: list = []
-    original = sampling._run_then_capture
-    monkeypatch.setattr(
-        sampling,
-        "_run_then_capture",
-        lambda step, device: captured.append(step) or original(_without_host_reads(step), device),
-    )
-    return captured
-
-
 @pytest.mark.parametrize("config", sorted(TRANSFORMER_CONFIGS))
 @pytest.mark.parametrize("greedy", [False, True])
 @pytest.mark.parametrize("floor", [0, 3])
@@ -269,10 +231,10 @@ def test_fixed_shape_loop_draws_as_the_compacting_one(
     same prefill."""
     monkeypatch.setattr(sampling, "STEPS_BETWEEN_SYNCS", 3)
     draw, prefills, pad = padded_batch_sampler(synthetic_bin, config, greedy, floor, monkeypatch)
-    captured = _fixed_shape_loop(monkeypatch, True)
+    captured = fixed_shape_loop(monkeypatch, True)
     fixed = draw()
     assert len(captured) == 1
-    _fixed_shape_loop(monkeypatch, False)
+    fixed_shape_loop(monkeypatch, False)
     assert torch.equal(fixed, draw())
     assert prefills == ([floor, floor] if floor else [])
     assert fixed.ne(pad).sum(1).unique().numel() > 3
@@ -291,13 +253,7 @@ def test_cuda_graph_loop_draws_as_the_launch_bound_one(synthetic_bin):
     prefix, max_lengths = (x.cuda() for x in varied_prefixes(sample["target"], pad, spread=9))
     target = sample["target"].cuda()
     encoder_out = padded_encoder_out(model, sample)
-    samples = []
-    for graph in (True, False):
-        sampling.CUDA_GRAPH_ON_CUDA = graph
-        try:
-            generator = torch.Generator(device="cuda").manual_seed(5)
-            args = (target, prefix, max_lengths, generator, pad, eos)
-            samples.append(sample_after_prefix(model, encoder_out, *args))
-        finally:
-            sampling.CUDA_GRAPH_ON_CUDA = False
-    assert torch.equal(samples[0], samples[1])
+    graphed, launch_bound = graph_and_launch_bound_samples(
+        model, encoder_out, (target, prefix, max_lengths), pad, eos
+    )
+    assert torch.equal(graphed, launch_bound)

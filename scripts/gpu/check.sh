@@ -11,15 +11,16 @@
 #   5. beside 2-3, the XENT step of START_RECIPE (default scripts/recipes/multi30k.json, the
 #      256-unit CPU recipe), whose best checkpoint, without its optimizer state, comes back in
 #      $OUT as start_xent.pt.part-* (15 MiB pieces: cat them) for MIXER runs on a CPU.
-#   6. the tests that need CUDA (those of tests/test_transformer_step.py and
-#      tests/test_rewards.py named *cuda*).
+#   6. the tests that need CUDA (those of tests/test_transformer_step.py, test_lstm_step.py,
+#      test_packed_transformer_pass.py and test_rewards.py named *cuda*).
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
 # runs of 3 (half), 4 (bench, with BENCH_FLAGS, by default none; bench_before: the bench again
 # with BEFORE_FLAGS, by default "--lstm-step fairseq --cuda-loop synchronising", the loops
 # before the lean LSTM step and the launch-bound loop; BEFORE_FLAGS= gives the defaults),
-# 5 (start) and 6 (tests_cuda). The CUDA-graph loop, not yet measured, against the default:
-#   OUT=DIR STAGES="tests_cuda bench bench_before" BENCH_FLAGS="--cuda-loop graph" \
-#       BEFORE_FLAGS= bash scripts/gpu/check.sh
+# 5 (start) and 6 (tests_cuda). The CUDA-graph loops (both models in two passes) and the packed
+# teacher-forced pass, not yet measured, against the defaults with the padded pass:
+#   OUT=DIR STAGES="tests_cuda bench bench_before" BENCH_FLAGS="--cuda-loop graph --rollout two_pass" \
+#       BEFORE_FLAGS="--teacher-forced padded" bash scripts/gpu/check.sh
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -122,7 +123,7 @@ wait  # for the start recipe's XENT
 # 6. (run before the benchmark, to fail fast) The tests that need CUDA: the CUDA-graph
 # sampling loop against the launch-bound one, the rewards of CUDA tensors.
 if has tests_cuda; then
-  timeout $(( $(left) < 130 ? $(left) - 10 : 120 )) $PY -m pytest -q -x tests/test_transformer_step.py tests/test_packed_transformer_pass.py tests/test_rewards.py -k cuda \
+  timeout $(( $(left) < 130 ? $(left) - 10 : 120 )) $PY -m pytest -q -x tests/test_transformer_step.py tests/test_lstm_step.py tests/test_packed_transformer_pass.py tests/test_rewards.py -k cuda \
     > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
   tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
 fi
