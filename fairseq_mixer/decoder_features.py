@@ -62,15 +62,22 @@ def teacher_forced_log_probs(model, prev_output_tokens, encoder_out, where: torc
     `prev_output_tokens` [B, L] at the flat positions `where`, the tokens a loss reads.
 
     The transformer computes only those positions where `packed_transformer_features` can;
-    other decoders run whole, and the positions are read off their outputs.
+    other decoders with extract_features() run whole and project those positions only; the
+    rest run whole, and the positions are read off their outputs.
     """
     decoder = model.decoder
     if PACKED_TRANSFORMER_PASS and supports_packed_pass(decoder, encoder_out):
         features = packed_transformer_features(decoder, prev_output_tokens, encoder_out, where)
-        return features, log_probs_of_features(model, features)
-    features, decoder_out = decoder_features_and_output(decoder, prev_output_tokens, encoder_out)
-    lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
-    return at_positions(features, where), at_positions(lprobs, where)
+    elif has_feature_api(decoder):
+        features, _ = decoder.extract_features(prev_output_tokens, encoder_out=encoder_out)
+        features = at_positions(features, where)
+    else:
+        features, decoder_out = decoder_features_and_output(
+            decoder, prev_output_tokens, encoder_out
+        )
+        lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
+        return at_positions(features, where), at_positions(lprobs, where)
+    return features, log_probs_of_features(model, features)
 
 
 def log_probs_of_features(model, features: torch.Tensor) -> torch.Tensor:
