@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fairseq_mixer.positions import at_positions, scattered
 from fairseq_mixer.transformer_step import cat_bias, plain_transformer_decoder
 
 
@@ -30,12 +31,11 @@ def packed_transformer_features(
     """Features [N, C] of the positions `where` (flat indices into [B, L], every row's a
     prefix) of a teacher-forced pass over `prev_output_tokens` [B, L]."""
     batch, width = prev_output_tokens.shape
-    x = decoder.embed_scale * decoder.embed_tokens(prev_output_tokens.reshape(-1)[where])
+    x = decoder.embed_scale * decoder.embed_tokens(at_positions(prev_output_tokens, where))
     if decoder.project_in_dim is not None:
         x = decoder.project_in_dim(x)
     if decoder.embed_positions is not None:
-        positions = decoder.embed_positions(prev_output_tokens)
-        x = x + positions.reshape(batch * width, -1).index_select(0, where)
+        x = x + at_positions(decoder.embed_positions(prev_output_tokens), where)
     if decoder.layernorm_embedding is not None:
         x = decoder.layernorm_embedding(x)
     x = decoder.dropout_module(x)
@@ -68,7 +68,7 @@ class _Layout:
 
     def padded(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         """[N, H * d] -> [B * H, L, d], zeros at the positions not kept."""
-        full = x.new_zeros(self.batch * self.width, x.size(-1)).index_copy(0, self.where, x)
+        full = scattered(x, self.where, self.batch, self.width)
         full = full.view(self.batch, self.width, heads, -1)
         return full.transpose(1, 2).reshape(self.batch * heads, self.width, -1)
 
@@ -76,7 +76,7 @@ class _Layout:
         """[B * H, L, d] -> [N, H * d]."""
         heads = x.size(0) // self.batch
         x = x.view(self.batch, heads, self.width, -1).transpose(1, 2)
-        return x.reshape(self.batch * self.width, -1).index_select(0, self.where)
+        return at_positions(x.reshape(self.batch, self.width, -1), self.where)
 
 
 def _key_bias(padding: torch.Tensor, heads: int, dtype) -> torch.Tensor:
