@@ -99,38 +99,32 @@ def _attention(attn, q, keys, values, bias) -> torch.Tensor:
 def _layer(layer, x, layout: _Layout, self_bias, states, source_bias) -> torch.Tensor:
     """One TransformerDecoderLayer on the packed tokens `x` [N, C]."""
     attn, cross = layer.self_attn, layer.encoder_attn
-    heads, pre_norm = attn.num_heads, layer.normalize_before
 
-    residual = x
-    if pre_norm:
-        x = layer.self_attn_layer_norm(x)
-    weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-    q, k, v = F.linear(x, weight, cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)).chunk(3, -1)
-    q = layout.padded(q * attn.scaling, heads)
-    keys, values = layout.padded(k, heads), layout.padded(v, heads)
-    x = layout.packed(_attention(attn, q, keys, values, self_bias))
-    x = residual + layer.dropout_module(attn.out_proj(x))
-    if not pre_norm:
-        x = layer.self_attn_layer_norm(x)
+    def self_attention(x: torch.Tensor) -> torch.Tensor:
+        weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        bias = cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+        q, k, v = F.linear(x, weight, bias).chunk(3, -1)
+        q, k, v = (layout.padded(t, attn.num_heads) for t in (q * attn.scaling, k, v))
+        return attn.out_proj(layout.packed(_attention(attn, q, k, v, self_bias)))
 
-    residual = x
-    if pre_norm:
-        x = layer.encoder_attn_layer_norm(x)
-    q = layout.padded(cross.q_proj(x) * cross.scaling, cross.num_heads)
-    keys, values = _source_keys_values(cross, states)
-    x = layout.packed(_attention(cross, q, keys, values, source_bias))
-    x = residual + layer.dropout_module(cross.out_proj(x))
-    if not pre_norm:
-        x = layer.encoder_attn_layer_norm(x)
+    def encoder_attention(x: torch.Tensor) -> torch.Tensor:
+        q = layout.padded(cross.q_proj(x) * cross.scaling, cross.num_heads)
+        keys, values = _source_keys_values(cross, states)
+        return cross.out_proj(layout.packed(_attention(cross, q, keys, values, source_bias)))
 
-    residual = x
-    if pre_norm:
-        x = layer.final_layer_norm(x)
-    x = layer.activation_dropout_module(layer.activation_fn(layer.fc1(x)))
-    x = residual + layer.dropout_module(layer.fc2(x))
-    if not pre_norm:
-        x = layer.final_layer_norm(x)
-    return x
+    def feed_forward(x: torch.Tensor) -> torch.Tensor:
+        return layer.fc2(layer.activation_dropout_module(layer.activation_fn(layer.fc1(x))))
+
+    x = _residual_block(layer, x, layer.self_attn_layer_norm, self_attention)
+    x = _residual_block(layer, x, layer.encoder_attn_layer_norm, encoder_attention)
+    return _residual_block(layer, x, layer.final_layer_norm, feed_forward)
+
+
+def _residual_block(layer, x: torch.Tensor, norm, block) -> torch.Tensor:
+    """x + dropout(block(x)), normalised before the block or after the sum as the layer is."""
+    if layer.normalize_before:
+        return x + layer.dropout_module(block(norm(x)))
+    return norm(x + layer.dropout_module(block(x)))
 
 
 def _source_keys_values(cross, states: torch.Tensor):

@@ -154,6 +154,30 @@ def test_models_without_incremental_decoding_are_refused():
         check_incremental_decoder(model)
 
 
+def mixed_update(synthetic_bin, flags: list[str]) -> tuple:
+    """(loss, sample size, logging output, gradients) of one training MIXER step with `flags`,
+    at stage s = 3 of the first batch."""
+    _, task, model, criterion = build(synthetic_bin, flags + MIXED)
+    set_stage(task, criterion, epoch=2, num_updates=4)
+    model.train()
+    loss, sample_size, log = criterion(model, first_batch(task))
+    loss.backward()
+    return loss, sample_size, log, {**grads_of(model), **grads_of(criterion)}
+
+
+def assert_same_updates(update: tuple, expected: tuple, grad_atol: float) -> None:
+    """The same samples (sizes, hypothesis tokens, reward), loss and gradients."""
+    loss, size, log, grads = update
+    expected_loss, expected_size, expected_log, expected_grads = expected
+    assert size == expected_size
+    for key in ("reward", "hyp_tokens"):
+        assert float(log[key]) == float(expected_log[key]), key
+    assert torch.allclose(loss, expected_loss, rtol=1e-5)
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, expected_grads[name], rtol=1e-4, atol=grad_atol), name
+
+
 @pytest.mark.parametrize(
     ("arch", "flags"),
     [("lstm", []), ("mixer_paper", []), ("lstm", ["--share-decoder-input-output-embed"])],
@@ -161,22 +185,11 @@ def test_models_without_incremental_decoding_are_refused():
 def test_one_pass_and_two_pass_rollouts_give_the_same_loss_and_gradient(synthetic_bin, arch, flags):
     """Without dropout the two rollouts are the same estimator on the same samples (tied
     input and output embeddings included)."""
-    results = []
-    for rollout in ("one_pass", "two_pass"):
-        _, task, model, criterion = build(
-            synthetic_bin, ARCHS[arch] + flags + MIXED + ["--mixer-rollout", rollout]
-        )
-        set_stage(task, criterion, epoch=2, num_updates=4)
-        model.train()
-        loss, sample_size, log = criterion(model, first_batch(task))
-        loss.backward()
-        results.append((loss, sample_size, log, {**grads_of(model), **grads_of(criterion)}))
-    (loss_1, size_1, log_1, grads_1), (loss_2, size_2, log_2, grads_2) = results
-    assert size_1 == size_2 and float(log_1["reward"]) == float(log_2["reward"])
-    assert torch.allclose(loss_1, loss_2, rtol=1e-5)
-    assert grads_1.keys() == grads_2.keys()
-    for name, grad in grads_1.items():
-        assert torch.allclose(grad, grads_2[name], rtol=1e-4, atol=1e-6), name
+    one_pass, two_pass = (
+        mixed_update(synthetic_bin, ARCHS[arch] + flags + ["--mixer-rollout", rollout])
+        for rollout in ("one_pass", "two_pass")
+    )
+    assert_same_updates(one_pass, two_pass, grad_atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -187,21 +200,12 @@ def test_packed_and_padded_teacher_forced_passes_give_the_same_loss_and_gradient
 ):
     """The transformer's teacher-forced pass over the samples' tokens only, against fairseq's
     decoder over the padded batch: the same MIXER loss and gradients (dropout 0)."""
-    results = []
+    updates = []
     for packed in (True, False):
         monkeypatch.setattr(decoder_features, "PACKED_TRANSFORMER_PASS", packed)
-        _, task, model, criterion = build(synthetic_bin, ARCHS["transformer"] + MIXED + flags)
-        set_stage(task, criterion, epoch=2, num_updates=4)
-        model.train()
-        loss, sample_size, log = criterion(model, first_batch(task))
-        loss.backward()
-        results.append((loss, sample_size, log, {**grads_of(model), **grads_of(criterion)}))
-    (loss_1, size_1, log_1, grads_1), (loss_2, size_2, log_2, grads_2) = results
-    assert log_1["rl_tokens"] > 0 and float(log_1["hyp_tokens"]) == float(log_2["hyp_tokens"])
-    assert size_1 == size_2 and torch.allclose(loss_1, loss_2, rtol=1e-5)
-    assert grads_1.keys() == grads_2.keys()
-    for name, grad in grads_1.items():
-        assert torch.allclose(grad, grads_2[name], rtol=1e-4, atol=1e-5), name
+        updates.append(mixed_update(synthetic_bin, ARCHS["transformer"] + flags))
+    assert updates[0][2]["rl_tokens"] > 0
+    assert_same_updates(*updates, grad_atol=1e-5)
 
 
 def argmax_draws(monkeypatch) -> None:
