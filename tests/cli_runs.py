@@ -13,6 +13,12 @@ TINY_LSTM = [
     "--decoder-embed-dim", "32", "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32",
     "--dropout", "0",
 ]  # fmt: skip
+TINY_TRANSFORMER = [
+    "--arch", "transformer", "--encoder-layers", "2", "--decoder-layers", "2",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+    "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4",
+    "--decoder-attention-heads", "4", "--dropout", "0",
+]  # fmt: skip
 COMMON = [
     "--user-dir", PLUGIN, "--task", "mixer", "--cpu", "--no-progress-bar", "--log-format", "json",
     "--log-interval", "1", "--optimizer", "adam", "--lr", "0.003", "--seed", "7",
@@ -24,8 +30,10 @@ MIXER = [
 ]  # fmt: skip
 
 
-def fairseq_train(data: Path, save_dir: Path, *flags: str, check: bool = True):
-    args = [str(BIN / "fairseq-train"), str(data), *COMMON, *TINY_LSTM,
+def fairseq_train(
+    data: Path, save_dir: Path, *flags: str, check: bool = True, model: list[str] = TINY_LSTM
+):
+    args = [str(BIN / "fairseq-train"), str(data), *COMMON, *model,
             "--save-dir", str(save_dir), *flags]  # fmt: skip
     return run_tool(args, check=check)
 
