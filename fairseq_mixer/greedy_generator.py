@@ -32,6 +32,13 @@ Hypothesis = dict[str, Tensor]
 # takes lm_model, lm_weight and tokens_to_suppress where they ask for nothing
 PASSED_THROUGH = ("eos", "symbols_to_strip_from_output", "max_len")
 
+# Whether decoding on CUDA looks at which sentences ended only every STEPS_BETWEEN_SYNCS
+# steps (launch-bound: no wait for the device within a step; the ended rows keep stepping,
+# fed EOS, until the next look). Not yet measured on a GPU; the bench's `--cuda-loop
+# synchronising` turns it off, as for the sampling loops.
+LAUNCH_BOUND_ON_CUDA = True
+STEPS_BETWEEN_SYNCS = 8
+
 
 @dataclass
 class _Rows:
@@ -41,6 +48,8 @@ class _Rows:
     cumulative: Tensor  # [rows, max_len + 1]: the score after each step
     sentence_ids: Tensor  # [rows]: the sentence's index in the sample
     finished: Tensor  # [rows]: ended, waiting to leave the batch
+    end_step: Tensor  # [rows]: the step of the row's EOS (-1 before)
+    recorded: Tensor  # [rows]: its hypothesis made
     attn: Tensor | None = None  # [rows, src_len, max_len + 1]
 
     @classmethod
@@ -52,6 +61,8 @@ class _Rows:
             cumulative=torch.zeros(bsz, max_len + 1, device=device),
             sentence_ids=torch.arange(bsz, device=device),
             finished=torch.zeros(bsz, dtype=torch.bool, device=device),
+            end_step=torch.full((bsz,), -1, dtype=torch.long, device=device),
+            recorded=torch.zeros(bsz, dtype=torch.bool, device=device),
         )
 
     def record_attention(self, step: int, attn: Tensor, max_len: int) -> None:
@@ -65,6 +76,8 @@ class _Rows:
             cumulative=self.cumulative[keep],
             sentence_ids=self.sentence_ids[keep],
             finished=self.finished[keep],
+            end_step=self.end_step[keep],
+            recorded=self.recorded[keep],
             attn=self.attn[keep] if self.attn is not None else None,
         )
 
@@ -169,17 +182,20 @@ class GreedyGenerator(nn.Module):
         incremental_states: list[dict[str, Any]] = [{}]
         rows = _Rows.start(src_tokens, max_len, self.eos if bos_token is None else bos_token)
         hypotheses: list[list[Hypothesis]] = [[] for _ in range(src_tokens.size(0))]
-        waiting = 0  # rows finished but still in the batch
+        every = STEPS_BETWEEN_SYNCS if uses_launch_bound_loop(src_tokens.device) else 1
         for step in range(max_len + 1):
             lprobs, attn = self.model.forward_decoder(
                 rows.tokens[:, : step + 1], encoder_outs, incremental_states, self.temperature
             )
             self._mask(lprobs, step, max_len)
-            ended = self._choose(rows, step, max_len, lprobs, attn)
+            self._choose(rows, step, max_len, lprobs, attn)
+            if (step + 1) % every != 0 and step < max_len:
+                continue
+            ended = (rows.finished & ~rows.recorded).nonzero().squeeze(1)
             if ended.numel() == 0:
                 continue
-            self._finalize(rows, ended, step, hypotheses)
-            waiting += ended.numel()
+            self._finalize(rows, ended, hypotheses)
+            waiting = int(rows.finished.sum())  # rows finished but still in the batch
             if waiting == rows.tokens.size(0):
                 break
             if waiting >= self.shrink_share * rows.tokens.size(0):
@@ -187,7 +203,6 @@ class GreedyGenerator(nn.Module):
                 self.model.reorder_incremental_state(incremental_states, keep)
                 encoder_outs = self.model.reorder_encoder_out(encoder_outs, keep)
                 rows = rows.select(keep)
-                waiting = 0
         return hypotheses
 
     def _mask(self, lprobs: Tensor, step: int, max_len: int) -> None:
@@ -205,8 +220,8 @@ class GreedyGenerator(nn.Module):
 
     def _choose(
         self, rows: _Rows, step: int, max_len: int, lprobs: Tensor, attn: Tensor | None
-    ) -> Tensor:
-        """Take each row's best token at `step`; return the rows that end here."""
+    ) -> None:
+        """Take each row's best token at `step`; mark the rows that end here."""
         if step > 0:
             lprobs += rows.cumulative[:, step - 1 : step]
         best_scores, best = (t[:, 0] for t in lprobs.topk(min(2, lprobs.size(1) - 1)))
@@ -218,9 +233,16 @@ class GreedyGenerator(nn.Module):
         if step < max_len:
             ending &= best.eq(self.eos)
         rows.finished |= ending
-        return ending.nonzero().squeeze(1)
+        rows.end_step.masked_fill_(ending, step)
 
-    def _finalize(
+    def _finalize(self, rows: _Rows, ended: Tensor, hypotheses: list[list[Hypothesis]]) -> None:
+        """Record the hypotheses of the rows `ended`, each up to its EOS."""
+        rows.recorded[ended] = True
+        end_steps = rows.end_step[ended]
+        for step in end_steps.unique().tolist():
+            self._finalize_at(rows, ended[end_steps.eq(step)], step, hypotheses)
+
+    def _finalize_at(
         self, rows: _Rows, ended: Tensor, step: int, hypotheses: list[list[Hypothesis]]
     ) -> None:
         """Record the hypotheses of the rows `ended`, whose EOS came at `step`."""
@@ -242,6 +264,12 @@ class GreedyGenerator(nn.Module):
                     "positional_scores": positional[i],
                 }
             )
+
+
+def uses_launch_bound_loop(device: torch.device) -> bool:
+    """Whether greedy decoding on `device` looks at the ended sentences only every few steps:
+    on CUDA, where each look waits for the device."""
+    return LAUNCH_BOUND_ON_CUDA and device.type == "cuda"
 
 
 def greedy_fallback_reason(

@@ -67,7 +67,7 @@ from fairseq.tasks.translation import TranslationTask
 
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
-from fairseq_mixer import decoder_features, sampling
+from fairseq_mixer import decoder_features, greedy_generator, sampling
 from fairseq_mixer.rewards import base as reward_base
 from fairseq_mixer.rewards import get_reward
 from fairseq_mixer.sampling import ROLLOUTS, samples_in_training_pass
@@ -362,6 +362,7 @@ def build_bench(job: Job) -> Bench:
     sampling.LEAN_TRANSFORMER_STEP = job.lean_transformer_step
     sampling.LEAN_LSTM_STEP = job.lean_lstm_step
     sampling.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
+    greedy_generator.LAUNCH_BOUND_ON_CUDA = job.launch_bound_on_cuda
     sampling.CUDA_GRAPH_ON_CUDA = job.cuda_graphs
     sampling.PREFILL = job.prefill
     decoder_features.PACKED_TRANSFORMER_PASS = job.packed_teacher_forced
