@@ -97,6 +97,18 @@ def check_incremental_decoder(model: nn.Module) -> None:
         )
 
 
+def check_full_softmax(model: nn.Module) -> None:
+    """MIXER differentiates the log-probabilities of whole softmaxes: refuse an adaptive
+    softmax, whose log-probabilities fairseq computes for inference only (in place, so a
+    backward through them fails)."""
+    if getattr(model.decoder, "adaptive_softmax", None) is not None:
+        raise ValueError(
+            "--criterion mixer needs a decoder with a full softmax over the vocabulary; this "
+            "one has an adaptive softmax (--adaptive-softmax-cutoff), whose log-probabilities "
+            "fairseq computes for inference only"
+        )
+
+
 @torch.no_grad()
 def decoder_feature_dim(model: nn.Module) -> int:
     """Size of the decoder feature, read off a one-token pass in eval mode."""

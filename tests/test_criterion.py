@@ -154,6 +154,12 @@ def test_models_without_incremental_decoding_are_refused():
         check_incremental_decoder(model)
 
 
+def test_adaptive_softmax_is_refused(synthetic_bin):
+    flags = ARCHS["transformer"] + MIXED + ["--adaptive-softmax-cutoff", "20,40"]
+    with pytest.raises(ValueError, match="full softmax.*--adaptive-softmax-cutoff"):
+        build(synthetic_bin, flags)
+
+
 def mixed_update(synthetic_bin, flags: list[str]) -> tuple:
     """(loss, sample size, logging output, gradients) of one training MIXER step with `flags`,
     at stage s = 3 of the first batch."""

@@ -19,7 +19,11 @@ from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from fairseq_mixer.decoder_features import check_incremental_decoder, decoder_feature_dim
+from fairseq_mixer.decoder_features import (
+    check_full_softmax,
+    check_incremental_decoder,
+    decoder_feature_dim,
+)
 from fairseq_mixer.greedy_generator import build_greedy_generator
 from fairseq_mixer.sampling import samples_in_training_pass
 from fairseq_mixer.schedule import PLACEMENTS, MixerStage, check_schedule_options, mixer_stage
@@ -167,6 +171,7 @@ class MixerTask(TranslationTask):
         self.trains_with_mixer = getattr(cfg, "_name", None) == "mixer"
         if self.trains_with_mixer:
             check_incremental_decoder(self._model)
+            check_full_softmax(self._model)
             # refuses --mixer-rollout one_pass for a decoder that is not recurrent, now
             samples_in_training_pass(self._model.decoder, cfg.mixer_rollout)
         return super().build_criterion(cfg)
