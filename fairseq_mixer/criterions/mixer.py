@@ -274,9 +274,9 @@ class MixerCriterion(FairseqCriterion):
         )
         # The rewards as soon as the samples exist: on a GPU they are scored on the host
         # (rewards/base.py), and the copy of the samples there waits for the work queued
-        # before it, not for the teacher-forced pass.
-        # Features and log-probabilities come for the hypotheses' tokens only ([N, ...], at
-        # the flat positions `where`), the positions both losses read.
+        # before it, not for the teacher-forced pass. Features and log-probabilities come for
+        # the hypotheses' tokens only ([N, ...], at the flat positions `where`), the positions
+        # both losses read.
         if samples_in_training_pass(model.decoder, self.cfg.mixer_rollout):
             hyps, features, lprobs = sample_and_score_after_prefix(model, encoder_out, *sampling)
             rewards = self.reward(hyps, target, start=prefix)
