@@ -281,10 +281,10 @@ def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int, first
     that sample with a mask, as the launch-bound loop does; the step index and the uniform
     numbers are read from tensors, the transformer's key/value caches are attended to at full
     length and the LSTM's state is written in place, so that all steps have the same shapes
-    and memory and one CUDA graph, captured at the second step,
-    replays every later one (`_run_then_capture`): one launch per step. The batch is looked at
-    every STEPS_BETWEEN_SYNCS steps, to stop once no row decodes. The loop starts at step
-    `first` (the steps before were prefilled).
+    and memory, and one CUDA graph, captured at the second step, replays every later one
+    (`_run_then_capture`): one launch per step. The batch is looked at every
+    STEPS_BETWEEN_SYNCS steps, to stop once no row decodes. The loop starts at step `first`
+    (the steps before were prefilled).
     """
     model, state, work = batch.model, batch.lean, batch.tokens
     t = torch.full((1,), first, dtype=torch.long, device=work.device)
