@@ -277,14 +277,14 @@ class MixerCriterion(FairseqCriterion):
         # before it, not for the teacher-forced pass. Features and log-probabilities come for
         # the hypotheses' tokens only ([N, ...], at the flat positions `where`), the positions
         # both losses read.
-        if samples_in_training_pass(model.decoder, self.cfg.mixer_rollout):
+        one_pass = samples_in_training_pass(model.decoder, self.cfg.mixer_rollout)
+        if one_pass:
             hyps, features, lprobs = sample_and_score_after_prefix(model, encoder_out, *sampling)
-            rewards = self.reward(hyps, target, start=prefix)
-            where = token_positions(hyps, pad)
         else:
             hyps = sample_in_eval_mode(model, encoder_out, sampling)
-            rewards = self.reward(hyps, target, start=prefix)
-            where = token_positions(hyps, pad)
+        rewards = self.reward(hyps, target, start=prefix)
+        where = token_positions(hyps, pad)
+        if not one_pass:
             features, lprobs = teacher_forced_log_probs(
                 model, shift_right(hyps, self.eos, pad), encoder_out, where
             )
