@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import functools
 import itertools
@@ -77,6 +78,8 @@ REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(Path(fairseq_mixer.__file__).parent)
 SEED = 1
 MIB = 2**20
+M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial threshold
 STARTED = time.perf_counter()
 
 LSTM_FLAGS = [
@@ -814,16 +817,34 @@ def peak_rss_bytes(resettable: bool) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def memory_method(device: str) -> str:
+def memory_method(device: str, mmap_threshold_pinned: bool) -> str:
     if device == "cuda":
         return "torch.cuda.max_memory_allocated over the updates, minus the memory allocated before"
+    pinned = ", glibc's mmap threshold pinned at 128 KiB" if mmap_threshold_pinned else ""
     if Path("/proc/self/clear_refs").exists():
         return (
             "growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs) over "
             "its RSS after building the model, loading the batches and the compiled rewards, "
-            "one child per method"
+            f"one child per method{pinned}"
         )
-    return "growth of ru_maxrss over the updates, one child process per method"
+    return f"growth of ru_maxrss over the updates, one child process per method{pinned}"
+
+
+def pin_mmap_threshold() -> bool:
+    """Pins glibc's mmap threshold at its initial 128 KiB; False where the C library has no
+    `mallopt` (not glibc).
+
+    glibc raises the threshold whenever a block above it is freed; later blocks of that size
+    then come from the heap and stay resident after they are freed, so the peak RSS moved
+    from run to run with the order of earlier frees (docs/performance.md). Pinned, every
+    tensor over 128 KiB is mapped on its own and returned when freed, and the peak follows
+    the memory in use.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
 
 
 def resident_bytes() -> int:
@@ -847,9 +868,11 @@ def load_compiled_rewards(device: str) -> int:
     return resident_bytes() - before if device == "cpu" else 0
 
 
-def peak_memory_of_updates(job: Job, method: str) -> tuple[float, int]:
+def peak_memory_of_updates(job: Job, method: str) -> tuple[float, int, bool]:
     """(peak memory growth (bytes) of `memory_updates` updates, growth of the resident set
-    when the compiled rewards were loaded before them); runs in a fresh child."""
+    when the compiled rewards were loaded before them, whether glibc's mmap threshold was
+    pinned); runs in a fresh child."""
+    pinned = job.device == "cpu" and pin_mmap_threshold()
     prepare_process(job.threads)
     bench = build_bench(job)
     kernel_load = load_compiled_rewards(job.device)
@@ -864,8 +887,8 @@ def peak_memory_of_updates(job: Job, method: str) -> tuple[float, int]:
         update(bench, method, bench.batches[number % len(bench.batches)], number)
     if job.device == "cuda":
         torch.cuda.synchronize()
-        return float(torch.cuda.max_memory_allocated() - before), kernel_load
-    return float(peak_rss_bytes(resettable) - before), kernel_load
+        return float(torch.cuda.max_memory_allocated() - before), kernel_load, pinned
+    return float(peak_rss_bytes(resettable) - before), kernel_load, pinned
 
 
 def start_memory_workers() -> multiprocessing.context.BaseContext:
@@ -874,16 +897,29 @@ def start_memory_workers() -> multiprocessing.context.BaseContext:
     Every memory child is forked from it: a fresh heap that no earlier measurement touched,
     without paying fairseq's import (about 10 s here) for each child. The modules are named
     because Python 3.11's fork server does not preload "__main__" itself.
+
+    The server is a new `python -c` process, which puts the current folder first on its
+    sys.path and does not take this process's: run from a checkout's root with PYTHONPATH
+    naming another copy of the plugin, it imported the checkout's. PYTHONSAFEPATH keeps the
+    folder off, so it finds the plugin where this process found it.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(FORK_SERVER_MODULES))
-    multiprocessing.forkserver.ensure_running()
+    with mock.patch.dict(os.environ, {"PYTHONSAFEPATH": "1"}):
+        multiprocessing.forkserver.ensure_running()
     return context
 
 
-def memory_child(connection, job: Job, method: str) -> None:
-    """Child entry point: sends the peak growth, or the error it met, to the parent."""
+def memory_child(connection, job: Job, method: str, plugin: str) -> None:
+    """Child entry point: sends the peak growth, or the error it met, to the parent.
+
+    `plugin` is the folder the parent imported fairseq_mixer from; the child refuses to
+    measure another."""
     try:
+        if USER_DIR != plugin:
+            raise RuntimeError(
+                f"the memory child imported fairseq_mixer from {USER_DIR}, the bench from {plugin}"
+            )
         connection.send(peak_memory_of_updates(job, method))
     except Exception:  # the parent raises it, with this traceback
         trace = traceback.format_exc()
@@ -894,16 +930,18 @@ def memory_child(connection, job: Job, method: str) -> None:
 
 def memory_in_child(
     context: multiprocessing.context.BaseContext, job: Job, method: str
-) -> tuple[float, int]:
-    """(peak memory growth, compiled rewards' load) in bytes of one method's updates, measured
-    in a fresh child (see `peak_memory_of_updates`).
+) -> tuple[float, int, bool]:
+    """(peak memory growth, compiled rewards' load) in bytes of one method's updates, and
+    whether the mmap threshold was pinned, measured in a fresh child (see
+    `peak_memory_of_updates`).
 
     One child at a time, with the threads of the timed runs: two side by side would share
     the cores and stall each other's thread pools.
     """
     receiver, sender = context.Pipe(duplex=False)
     name = f"{job.arch}-{method}"
-    process = context.Process(target=memory_child, args=(sender, job, method), name=name)
+    arguments = (sender, job, method, USER_DIR)
+    process = context.Process(target=memory_child, args=arguments, name=name)
     process.start()
     sender.close()
     try:
@@ -919,17 +957,21 @@ def memory_in_child(
 def measure_memory(context: multiprocessing.context.BaseContext, jobs: dict[str, Job]) -> dict:
     """Peak memory growth per architecture and method, each in its own child process."""
     device = next(iter(jobs.values())).device
-    figures: dict[str, Any] = {"method": memory_method(device)}
+    figures: dict[str, Any] = {}
+    pinned = []
     for arch, job in jobs.items():
         progress(f"peak memory, {arch}: one child process per method")
         measured = {method: memory_in_child(context, job, method) for method in METHODS}
-        (mixer, kernel_load), (xent, _) = measured["mixer"], measured["xent"]
+        (mixer, kernel_load, _), (xent, _, _) = measured["mixer"], measured["xent"]
+        pinned += [child_pinned for *_, child_pinned in measured.values()]
         figures[arch] = {
             "mixer_mib": mixer / MIB,
             "xent_mib": xent / MIB,
             "ratio": mixer / xent if xent > 0 else float("inf"),
             "compiled_rewards_load_mib": kernel_load / MIB,
         }
+    figures["mmap_threshold_pinned"] = all(pinned)
+    figures["method"] = memory_method(device, all(pinned))
     return figures
 
 
@@ -1072,9 +1114,14 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
             f"  {arch}: sentences the CUDA-graph loop samples as the launch-bound loop",
             f"{graph['same']} of {graph['sentences']}", "", "",
         ))  # fmt: skip
-    lstm = results["update"]["lstm"]
-    tokens = f"{lstm['sampled_tokens_per_update']:.0f} / {lstm['reference_tokens_per_update']:.0f}"
-    rows.append(("  LSTM: sampled / reference tokens per MIXER update", tokens, "", ""))
+    for arch in ARCHS:
+        update_figures = results["update"][arch]
+        sampled = update_figures["sampled_tokens_per_update"]
+        reference = update_figures["reference_tokens_per_update"]
+        rows.append((
+            f"  {arch}: sampled / reference tokens per MIXER update",
+            f"{sampled:.0f} / {reference:.0f}", "", "",
+        ))  # fmt: skip
     steps = results["decoder_steps"]
     rows.append((
         f"  LSTM: decoder steps over the {steps['batches']} batches: MIXER / XENT",
@@ -1183,6 +1230,7 @@ def environment(args: argparse.Namespace, settings: Settings, data: str) -> dict
         "python": platform.python_version(),
         "torch": torch.__version__,
         "fairseq": fairseq.__version__,
+        "fairseq_mixer": USER_DIR,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "data": data,
         "settings": asdict(settings),

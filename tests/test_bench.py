@@ -2,6 +2,7 @@
 the ratio line. Timings are not asserted (the bench prints them; it is not a timed test)."""
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -36,6 +37,47 @@ def test_quick_bench_reports_every_target(tmp_path):
     assert f"targets: {sum(t['passed'] for t in figures['targets'].values())} of 11 pass" in (
         done.stdout
     )
+    if platform.libc_ver()[0] == "glibc":  # the memory children pin its mmap threshold
+        assert figures["memory"]["mmap_threshold_pinned"]
+        assert "glibc's mmap threshold pinned at 128 KiB" in done.stdout
+
+
+MEMORY_CHILD_PROBE = """
+import sys
+from pathlib import Path
+
+def plugin_folder(connection):
+    import fairseq_mixer
+
+    connection.send(str(Path(fairseq_mixer.__file__).parent))
+
+if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[1])
+    import bench
+
+    context = bench.start_memory_workers()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=plugin_folder, args=(sender,))
+    process.start()
+    print(bench.USER_DIR, receiver.recv())
+    process.join()
+"""
+
+
+def test_memory_children_import_the_plugin_the_bench_imported(tmp_path):
+    """Not a `fairseq_mixer` folder in the current directory: the fork server they come from
+    is a `python -c` process, which would put that folder first on its path."""
+    (tmp_path / "fairseq_mixer").mkdir()
+    (tmp_path / "fairseq_mixer" / "__init__.py").write_text("")
+    probe = tmp_path / "probe" / "memory_child_plugin.py"
+    probe.parent.mkdir()
+    probe.write_text(MEMORY_CHILD_PROBE)
+    command = [sys.executable, str(probe), str(REPO / "scripts")]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bench_plugin, child_plugin = done.stdout.split()[-2:]
+    assert bench_plugin == str(REPO / "fairseq_mixer")
+    assert child_plugin == bench_plugin
 
 
 @pytest.mark.parametrize("arch", ["transformer", "lstm"])
