@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fairseq_mixer.positions import at_positions, scattered
-from fairseq_mixer.transformer_step import cat_bias, plain_transformer_decoder
+from fairseq_mixer.positions import at_positions, padded_from_rows, rows_of_positions
+from fairseq_mixer.transformer_step import plain_transformer_decoder
 
 
 def supports_packed_pass(decoder, encoder_out) -> bool:
@@ -65,10 +65,11 @@ class _Layout:
 
     def __init__(self, where: torch.Tensor, batch: int, width: int):
         self.where, self.batch, self.width = where, batch, width
+        self.rows = rows_of_positions(where, batch, width)
 
     def padded(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         """[N, H * d] -> [B * H, L, d], zeros at the positions not kept."""
-        full = scattered(x, self.where, self.batch, self.width)
+        full = padded_from_rows(x, self.rows, self.batch, self.width)
         full = full.view(self.batch, self.width, heads, -1)
         return full.transpose(1, 2).reshape(self.batch * heads, self.width, -1)
 
@@ -101,10 +102,8 @@ def _layer(layer, x, layout: _Layout, self_bias, states, source_bias) -> torch.T
     attn, cross = layer.self_attn, layer.encoder_attn
 
     def self_attention(x: torch.Tensor) -> torch.Tensor:
-        weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        bias = cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
-        q, k, v = F.linear(x, weight, bias).chunk(3, -1)
-        q, k, v = (layout.padded(t, attn.num_heads) for t in (q * attn.scaling, k, v))
+        q, k, v = attn.q_proj(x) * attn.scaling, attn.k_proj(x), attn.v_proj(x)
+        q, k, v = (layout.padded(t, attn.num_heads) for t in (q, k, v))
         return attn.out_proj(layout.packed(_attention(attn, q, k, v, self_bias)))
 
     def encoder_attention(x: torch.Tensor) -> torch.Tensor:
@@ -128,10 +127,13 @@ def _residual_block(layer, x: torch.Tensor, norm, block) -> torch.Tensor:
 
 
 def _source_keys_values(cross, states: torch.Tensor):
-    """Keys and values [B * H, S, d] of the encoder states [S, B, C], with grad."""
+    """Keys and values [B * H, S, d] of the encoder states [S, B, C], with grad.
+
+    Each through its own projection, as fairseq computes them: a product with the weights
+    concatenated would keep that concatenation until the backward."""
     source, batch = states.shape[:2]
-    weight = torch.cat([cross.k_proj.weight, cross.v_proj.weight])
-    kv = F.linear(states, weight, cat_bias(cross.k_proj, cross.v_proj))
-    kv = kv.view(source, batch, 2, cross.num_heads, -1).permute(2, 1, 3, 0, 4)
-    kv = kv.reshape(2, batch * cross.num_heads, source, -1)
-    return kv[0], kv[1]
+
+    def heads_first(x: torch.Tensor) -> torch.Tensor:
+        return x.view(source, batch * cross.num_heads, -1).transpose(0, 1).contiguous()
+
+    return heads_first(cross.k_proj(states)), heads_first(cross.v_proj(states))

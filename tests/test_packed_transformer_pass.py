@@ -83,6 +83,42 @@ def test_packed_pass_applies_fairseqs_dropouts_and_layerdrop_in_training(synthet
     assert_same_features_and_gradients(model, packed, expected)
 
 
+def activation_bytes_kept_for_backward(model, compute) -> int:
+    """Bytes of the floating-point tensors other than parameters that autograd keeps for the
+    backward of `compute()`, each storage counted once (not the integer indices)."""
+    parameters = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
+    kept = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        if tensor.is_floating_point() and storage.data_ptr() not in parameters:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        compute()
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("config", list(TRANSFORMER_CONFIGS))
+def test_packed_pass_keeps_no_more_for_the_backward_than_fairseqs_decoder(synthetic_bin, config):
+    """Over every position of the batch, so that both compute as many tokens: no copies of
+    weights or of scattered tokens kept beside the activations."""
+    _, task, model, _ = build(synthetic_bin, TWO_LAYERS + TRANSFORMER_CONFIGS[config])
+    sample = batch_with_padded_sources(task)
+    net_input, target = sample["net_input"], sample["target"]
+    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    prev = shift_right(target, task.tgt_dict.eos(), task.tgt_dict.pad())
+    every_position = torch.arange(prev.numel())
+    packed = activation_bytes_kept_for_backward(
+        model, lambda: packed_transformer_features(model.decoder, prev, encoder_out, every_position)
+    )
+    fairseq = activation_bytes_kept_for_backward(
+        model, lambda: model.decoder.extract_features(prev, encoder_out=encoder_out)
+    )
+    assert 0 < packed <= fairseq
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_packed_pass_gives_fairseqs_features_and_gradients_on_cuda(synthetic_bin):
     _, task, model, _ = build(synthetic_bin, TWO_LAYERS + DROPOUTS)

@@ -1,0 +1,32 @@
+"""The tokens of a padded batch as flat positions, and back (fairseq_mixer/positions.py)."""
+
+import torch
+
+from fairseq_mixer.positions import at_positions, scattered, token_positions
+
+PAD = 1
+TOKENS = torch.tensor([[5, 6, 7], [8, PAD, PAD], [9, 4, PAD]])
+
+
+def test_scattered_puts_the_tokens_back_with_zeros_at_the_padding():
+    where = token_positions(TOKENS, PAD)
+    values = torch.randn(where.numel(), 4, requires_grad=True)
+    full = scattered(values, where, *TOKENS.shape)
+    assert full.shape == (3, 3, 4)
+    assert torch.equal(at_positions(full, where), values)
+    assert torch.equal(full[TOKENS.eq(PAD)], torch.zeros(3, 4))
+    weights = torch.randn(3, 3, 4)
+    (full * weights).sum().backward()
+    assert torch.equal(values.grad, at_positions(weights, where))
+
+
+def test_scattered_keeps_only_its_index_for_the_backward():
+    """Not the values (index_copy into zeros would keep them): the packed transformer pass
+    scatters every layer's queries, keys and values."""
+    where = token_positions(TOKENS, PAD)
+    values = torch.randn(where.numel(), 4, requires_grad=True) * 2.0
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        scattered(values, where, *TOKENS.shape)
+    assert kept
+    assert not any(tensor.is_floating_point() for tensor in kept)
