@@ -35,8 +35,3 @@ def padded_from_rows(
     zero_row = values.new_zeros((1,) + values.shape[1:])
     read = torch.cat([values, zero_row]).index_select(0, rows)
     return read.view((batch, width) + values.shape[1:])
-
-
-def scattered(values: torch.Tensor, where: torch.Tensor, batch: int, width: int) -> torch.Tensor:
-    """[B, L, ...] holding `values` [N, ...] at the flat positions `where`, zeros elsewhere."""
-    return padded_from_rows(values, rows_of_positions(where, batch, width), batch, width)

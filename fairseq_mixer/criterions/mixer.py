@@ -23,7 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
 from fairseq_mixer.decoder_features import teacher_forced_log_probs
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
-from fairseq_mixer.positions import at_positions, scattered, token_positions
+from fairseq_mixer.positions import (
+    at_positions,
+    padded_from_rows,
+    rows_of_positions,
+    token_positions,
+)
 from fairseq_mixer.rewards import REWARD_NAMES, get_reward
 from fairseq_mixer.sampling import (
     ROLLOUTS,
@@ -299,10 +304,11 @@ class MixerCriterion(FairseqCriterion):
         reference = at_positions(fit_width(target, width, pad), where)
         token_losses, nll = token_nll(lprobs, reference, self.cfg.label_smoothing)
         hyp_logprobs = lprobs.gather(-1, at_positions(hyps, where).unsqueeze(-1)).squeeze(-1)
-        token_losses, nll, hyp_logprobs, features = (
-            scattered(t, where, batch, width) for t in (token_losses, nll, hyp_logprobs, features)
+        rows = rows_of_positions(where, batch, width)
+        token_losses, nll, hyp_logprobs = (
+            padded_from_rows(t, rows, batch, width) for t in (token_losses, nll, hyp_logprobs)
         )
-        baselines = self._baselines(features, rewards, greedy_rewards)
+        baselines = self._baselines(features, rows, width, rewards, greedy_rewards)
 
         xent = xent_loss(token_losses, xent_mask, per_step_mean=self.release_scaling)
         reinforce = reinforce_loss(hyp_logprobs, rewards, baselines, rl_mask)
@@ -337,15 +343,16 @@ class MixerCriterion(FairseqCriterion):
         }
         return loss, sample_size, logging_output
 
-    def _baselines(self, features, rewards, greedy_rewards) -> torch.Tensor:
-        """b [B, L] of `--mixer-baseline`: learned per step, or one value per sentence."""
+    def _baselines(self, features, rows, width: int, rewards, greedy_rewards) -> torch.Tensor:
+        """b [B, L] of `--mixer-baseline`: learned per step on the tokens' features [N, d]
+        (placed in [B, L] by `rows`), or one value per sentence."""
         if self.cfg.mixer_baseline == "learned":
-            return self.baseline(features)
+            return self.baseline(padded_from_rows(features, rows, rewards.size(0), width))
         if self.cfg.mixer_baseline == "self_critical":
             per_sentence = greedy_rewards.to(rewards.dtype)
         else:
             per_sentence = leave_one_out_baseline(rewards, self.cfg.mixer_samples)
-        return sentence_baseline(per_sentence, features.size(1))
+        return sentence_baseline(per_sentence, width)
 
     def _greedy_rewards(self, model, encoder_out, target, prefix, max_lengths) -> torch.Tensor:
         """Rewards [B] of the greedy continuations of the prefixes: the self-critical baseline."""
