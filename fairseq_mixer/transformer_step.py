@@ -94,7 +94,7 @@ def _plain_attention(attn) -> bool:
     )
 
 
-def cat_bias(*linears) -> torch.Tensor | None:
+def _cat_bias(*linears) -> torch.Tensor | None:
     biases = [m.bias for m in linears]
     if all(b is None for b in biases):
         return None
@@ -160,7 +160,7 @@ class _Layer:
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
         # One projection for the self-attention's queries, keys and values.
         self.qkv_weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        self.qkv_bias = cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.qkv_bias = _cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
         self.scaling, self.cross_scaling = attn.scaling, cross.scaling
         self.out = attn.out_proj
         self.cross_q = cross.q_proj
@@ -169,7 +169,7 @@ class _Layer:
         kv = F.linear(
             encoder_states,
             torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
-            cat_bias(cross.k_proj, cross.v_proj),
+            _cat_bias(cross.k_proj, cross.v_proj),
         )  # [S, B, 2C]
         kv = kv.view(source, batch, 2, self.heads, self.head_dim).permute(2, 1, 3, 0, 4)
         self.cross_keys = kv[0].reshape(batch * self.heads, source, self.head_dim)
