@@ -9,8 +9,8 @@ from fairseq import options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import fairseq_mixer  # noqa: F401  (registers the plugin)
-from fairseq_mixer import sampling
-from fairseq_mixer.sampling import sample_and_score_after_prefix
+from fairseq_mixer.rollout import sampling
+from fairseq_mixer.rollout.sampling import sample_and_score_after_prefix
 
 TINY_LSTM = [
     "--arch", "lstm", "--encoder-embed-dim", "16", "--encoder-hidden-size", "16",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from harness import ARCHS, build, first_batch, grads_of, set_stage
 
-from fairseq_mixer import decoder_features, sampling
+from fairseq_mixer.rollout import decoder_features, sampling
 
 MIXED = ["--criterion", "mixer", "--mixer-xent-epochs", "1", "--mixer-epochs-per-stage", "1",
          "--mixer-unroll-steps", "6", "--mixer-delta", "3"]  # fmt: skip
@@ -144,7 +144,7 @@ def test_sampling_is_seeded_per_batch(synthetic_bin):
 def test_models_without_incremental_decoding_are_refused():
     from fairseq.models import FairseqDecoder, FairseqEncoder, FairseqEncoderDecoderModel
 
-    from fairseq_mixer.decoder_features import check_incremental_decoder
+    from fairseq_mixer.rollout.decoder_features import check_incremental_decoder
 
     class PlainDecoder(FairseqDecoder):
         pass

@@ -13,8 +13,8 @@ from fairseq.tasks.translation import TranslationTask
 from harness import ARCHS, build
 from omegaconf import OmegaConf
 
-from fairseq_mixer import greedy_generator
-from fairseq_mixer.greedy_generator import GreedyGenerator
+from fairseq_mixer.rollout import greedy_generator
+from fairseq_mixer.rollout.greedy_generator import GreedyGenerator
 
 UPDATES = 100  # enough for EOS at varied lengths on the synthetic pair
 KEYS = {"tokens", "score", "attention", "alignment", "positional_scores"}

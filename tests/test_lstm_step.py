@@ -13,9 +13,9 @@ from harness import (
     varied_prefixes,
 )
 
-from fairseq_mixer import sampling
-from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
-from fairseq_mixer.sampling import sample_after_prefix
+from fairseq_mixer.rollout import sampling
+from fairseq_mixer.rollout.lstm_step import LeanLSTMState, supports_lean_lstm_step
+from fairseq_mixer.rollout.sampling import sample_after_prefix
 
 CONFIGS = {
     "lstm": ARCHS["lstm"],

@@ -1,8 +1,8 @@
-"""The tokens of a padded batch as flat positions, and back (fairseq_mixer/positions.py)."""
+"""The tokens of a padded batch as flat positions, and back (fairseq_mixer/rollout/positions.py)."""
 
 import torch
 
-from fairseq_mixer.positions import (
+from fairseq_mixer.rollout.positions import (
     at_positions,
     padded_from_rows,
     rows_of_positions,

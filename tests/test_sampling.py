@@ -4,10 +4,10 @@ import pytest
 import torch
 from harness import ARCHS, assert_rollouts_agree, build, first_batch, varied_prefixes
 
-from fairseq_mixer import sampling
-from fairseq_mixer.decoder_features import decoder_features_and_output
-from fairseq_mixer.positions import at_positions, token_positions
-from fairseq_mixer.sampling import (
+from fairseq_mixer.rollout import sampling
+from fairseq_mixer.rollout.decoder_features import decoder_features_and_output
+from fairseq_mixer.rollout.positions import at_positions, token_positions
+from fairseq_mixer.rollout.sampling import (
     inverse_cdf_draw,
     sample_after_prefix,
     sample_and_score_after_prefix,

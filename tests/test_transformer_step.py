@@ -14,9 +14,9 @@ from harness import (
     varied_prefixes,
 )
 
-from fairseq_mixer import sampling
-from fairseq_mixer.sampling import sample_after_prefix
-from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
+from fairseq_mixer.rollout import sampling
+from fairseq_mixer.rollout.sampling import sample_after_prefix
+from fairseq_mixer.rollout.transformer_step import LeanTransformerState, supports_lean_step
 
 
 def eval_model(synthetic_bin, flags):

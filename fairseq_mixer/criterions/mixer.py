@@ -21,16 +21,16 @@ from omegaconf import II
 from torch.nn.parallel import DistributedDataParallel
 
 from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
-from fairseq_mixer.decoder_features import teacher_forced_log_probs
+from fairseq_mixer.rollout.decoder_features import teacher_forced_log_probs
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
-from fairseq_mixer.positions import (
+from fairseq_mixer.rollout.positions import (
     at_positions,
     padded_from_rows,
     rows_of_positions,
     token_positions,
 )
 from fairseq_mixer.rewards import REWARD_NAMES, get_reward
-from fairseq_mixer.sampling import (
+from fairseq_mixer.rollout.sampling import (
     ROLLOUTS,
     reordered_encoder_out,
     sample_after_prefix,

@@ -19,13 +19,13 @@ from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from fairseq_mixer.decoder_features import (
+from fairseq_mixer.rollout.decoder_features import (
     check_full_softmax,
     check_incremental_decoder,
     decoder_feature_dim,
 )
-from fairseq_mixer.greedy_generator import build_greedy_generator
-from fairseq_mixer.sampling import samples_in_training_pass
+from fairseq_mixer.rollout.greedy_generator import build_greedy_generator
+from fairseq_mixer.rollout.sampling import samples_in_training_pass
 from fairseq_mixer.schedule import PLACEMENTS, MixerStage, check_schedule_options, mixer_stage
 from fairseq_mixer.validation_rouge import ROUGE_TYPES, rouge_sums
 

@@ -6,8 +6,8 @@ import torch
 from fairseq.models import FairseqDecoder, FairseqIncrementalDecoder
 from torch import nn
 
-from fairseq_mixer.packed_transformer_pass import packed_transformer_features, supports_packed_pass
-from fairseq_mixer.positions import at_positions
+from fairseq_mixer.rollout.packed_transformer_pass import packed_transformer_features, supports_packed_pass
+from fairseq_mixer.rollout.positions import at_positions
 
 # Whether a teacher-forced pass over samples runs fairseq's transformer decoder on their
 # tokens only (`packed_transformer_features`); the bench turns it off for the figures of the

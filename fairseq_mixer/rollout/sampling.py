@@ -16,9 +16,9 @@ from collections.abc import Callable
 import torch
 from fairseq.models.lstm import LSTMDecoder
 
-from fairseq_mixer.decoder_features import has_feature_api, log_probs_of_features
-from fairseq_mixer.lstm_step import LeanLSTMState, supports_lean_lstm_step
-from fairseq_mixer.transformer_step import LeanTransformerState, supports_lean_step
+from fairseq_mixer.rollout.decoder_features import has_feature_api, log_probs_of_features
+from fairseq_mixer.rollout.lstm_step import LeanLSTMState, supports_lean_lstm_step
+from fairseq_mixer.rollout.transformer_step import LeanTransformerState, supports_lean_step
 
 ROLLOUTS = ("auto", "one_pass", "two_pass")
 

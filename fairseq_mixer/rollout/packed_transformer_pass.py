@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fairseq_mixer.positions import at_positions, padded_from_rows, rows_of_positions
-from fairseq_mixer.transformer_step import plain_transformer_decoder
+from fairseq_mixer.rollout.positions import at_positions, padded_from_rows, rows_of_positions
+from fairseq_mixer.rollout.transformer_step import plain_transformer_decoder
 
 
 def supports_packed_pass(decoder, encoder_out) -> bool:
