@@ -68,9 +68,9 @@ from fairseq.tasks.translation import TranslationTask
 
 import fairseq_mixer
 import fairseq_mixer.criterions.mixer as mixer_criterion_module
-from fairseq_mixer.rollout import decoder_features, greedy_generator, sampling
 from fairseq_mixer.rewards import base as reward_base
 from fairseq_mixer.rewards import get_reward
+from fairseq_mixer.rollout import decoder_features, greedy_generator, sampling
 from fairseq_mixer.rollout.sampling import ROLLOUTS, samples_in_training_pass
 from fairseq_mixer.schedule import teacher_forced_lengths
 

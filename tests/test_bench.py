@@ -90,8 +90,8 @@ def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench
 
-    from fairseq_mixer.rollout import decoder_features, sampling
     from fairseq_mixer.rewards import base as reward_base
+    from fairseq_mixer.rollout import decoder_features, sampling
 
     for module, flag in (
         (sampling, "LEAN_TRANSFORMER_STEP"), (sampling, "LEAN_LSTM_STEP"),

@@ -6,7 +6,10 @@ import pytest
 import torch
 from harness import TRANSFORMER_CONFIGS, TWO_LAYERS, batch_with_padded_sources, build
 
-from fairseq_mixer.rollout.packed_transformer_pass import packed_transformer_features, supports_packed_pass
+from fairseq_mixer.rollout.packed_transformer_pass import (
+    packed_transformer_features,
+    supports_packed_pass,
+)
 from fairseq_mixer.rollout.sampling import shift_right
 
 DROPOUTS = ["--dropout", "0.1", "--attention-dropout", "0.2", "--activation-dropout", "0.3"]
