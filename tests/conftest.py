@@ -46,3 +46,19 @@ def synthetic_bin(tmp_path_factory) -> Path:
         cwd=REPO,
     )
     return dest / "bin"
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic_bin):
+    """arch -> (cfg, task, model) after a few dozen cross-entropy updates (in eval mode), each
+    trained once for the session."""
+    from harness import train_briefly
+
+    cache = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = train_briefly(synthetic_bin, arch)
+        return cache[arch]
+
+    return get

@@ -211,3 +211,29 @@ def graph_and_launch_bound_samples(model, encoder_out, references: tuple, pad: i
         finally:
             sampling.CUDA_GRAPH_ON_CUDA = False
     return samples[0], samples[1]
+
+
+UPDATES = 100  # enough for EOS at varied lengths on the synthetic pair
+
+
+def train_briefly(data, arch: str):
+    """(cfg, task, model) after a few dozen cross-entropy updates, in eval mode."""
+    cfg, task, model, criterion = build(data, ARCHS[arch] + ["--criterion", "cross_entropy"])
+    task.load_dataset("train")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    updates = 0
+    while updates < UPDATES:
+        batches = task.get_batch_iterator(
+            dataset=task.dataset("train"), max_sentences=32, seed=updates + 1
+        ).next_epoch_itr(shuffle=True)
+        for sample in batches:
+            loss, sample_size, _ = criterion(model, sample)
+            optimizer.zero_grad()
+            (loss / sample_size).backward()
+            optimizer.step()
+            updates += 1
+            if updates == UPDATES:
+                break
+    model.eval()
+    return cfg, task, model

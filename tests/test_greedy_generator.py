@@ -10,13 +10,12 @@ from conftest import run_tool
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.sequence_generator import SequenceGenerator, SequenceGeneratorWithAlignment
 from fairseq.tasks.translation import TranslationTask
-from harness import ARCHS, build
+from harness import ARCHS, UPDATES, build
 from omegaconf import OmegaConf
 
 from fairseq_mixer.rollout import greedy_generator
 from fairseq_mixer.rollout.greedy_generator import GreedyGenerator
 
-UPDATES = 100  # enough for EOS at varied lengths on the synthetic pair
 KEYS = {"tokens", "score", "attention", "alignment", "positional_scores"}
 
 
@@ -27,42 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def train_briefly(data, arch: str):
-    """(cfg, task, model) after a few dozen cross-entropy updates, in eval mode."""
-    cfg, task, model, criterion = build(data, ARCHS[arch] + ["--criterion", "cross_entropy"])
-    task.load_dataset("train")
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model.train()
-    updates = 0
-    while updates < UPDATES:
-        batches = task.get_batch_iterator(
-            dataset=task.dataset("train"), max_sentences=32, seed=updates + 1
-        ).next_epoch_itr(shuffle=True)
-        for sample in batches:
-            loss, sample_size, _ = criterion(model, sample)
-            optimizer.zero_grad()
-            (loss / sample_size).backward()
-            optimizer.step()
-            updates += 1
-            if updates == UPDATES:
-                break
-    model.eval()
-    return cfg, task, model
-
-
-@pytest.fixture(scope="module")
-def trained(synthetic_bin):
-    """arch -> (cfg, task, model), each trained once for the module."""
-    cache = {}
-
-    def get(arch: str):
-        if arch not in cache:
-            cache[arch] = train_briefly(synthetic_bin, arch)
-        return cache[arch]
-
-    return get
 
 
 def valid_batches(task, max_sentences: int = 16) -> list[dict]:

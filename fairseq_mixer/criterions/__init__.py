@@ -1,3 +1,3 @@
 """Criterions of the plugin; importing the package registers them with fairseq."""
 
-from . import mixer  # noqa: F401
+from . import dad, e2e, mixer  # noqa: F401

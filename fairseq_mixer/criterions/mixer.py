@@ -21,17 +21,18 @@ from omegaconf import II
 from torch.nn.parallel import DistributedDataParallel
 
 from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
-from fairseq_mixer.rollout.decoder_features import teacher_forced_log_probs
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
+from fairseq_mixer.rewards import REWARD_NAMES, get_reward
+from fairseq_mixer.rollout.decoder_features import teacher_forced_log_probs
 from fairseq_mixer.rollout.positions import (
     at_positions,
     padded_from_rows,
     rows_of_positions,
     token_positions,
 )
-from fairseq_mixer.rewards import REWARD_NAMES, get_reward
 from fairseq_mixer.rollout.sampling import (
     ROLLOUTS,
+    batch_generator,
     reordered_encoder_out,
     sample_after_prefix,
     sample_and_score_after_prefix,
@@ -273,7 +274,7 @@ class MixerCriterion(FairseqCriterion):
             target,
             prefix,
             max_lengths,
-            self._generator(sample, target.device),
+            batch_generator(self.cfg.seed, self.num_updates, sample, target.device),
             pad,
             self.eos,
         )
@@ -377,18 +378,6 @@ class MixerCriterion(FairseqCriterion):
             return torch.full_like(ref_lengths, self.unroll_steps)
         base = ref_lengths if cfg.mixer_sample_len == "reference" else src_lengths
         return (cfg.mixer_sample_len_a * base.float()).long() + cfg.mixer_sample_len_b
-
-    def _generator(self, sample, device) -> torch.Generator:
-        """A generator seeded by (seed, update, first sentence id).
-
-        The samples of a batch then do not depend on which worker draws them or on what was
-        drawn before: a distributed run reproduces a single process.
-        """
-        first_id = int(sample["id"][0]) if "id" in sample else 0
-        seed = (self.cfg.seed * 1_000_003 + self.num_updates * 8_191 + first_id) % (2**63)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
-        return generator
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

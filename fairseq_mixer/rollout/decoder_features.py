@@ -6,7 +6,10 @@ import torch
 from fairseq.models import FairseqDecoder, FairseqIncrementalDecoder
 from torch import nn
 
-from fairseq_mixer.rollout.packed_transformer_pass import packed_transformer_features, supports_packed_pass
+from fairseq_mixer.rollout.packed_transformer_pass import (
+    packed_transformer_features,
+    supports_packed_pass,
+)
 from fairseq_mixer.rollout.positions import at_positions
 
 # Whether a teacher-forced pass over samples runs fairseq's transformer decoder on their
@@ -66,18 +69,24 @@ def teacher_forced_log_probs(model, prev_output_tokens, encoder_out, where: torc
     rest run whole, and the positions are read off their outputs.
     """
     decoder = model.decoder
-    if PACKED_TRANSFORMER_PASS and supports_packed_pass(decoder, encoder_out):
-        features = packed_transformer_features(decoder, prev_output_tokens, encoder_out, where)
-    elif has_feature_api(decoder):
-        features, _ = decoder.extract_features(prev_output_tokens, encoder_out=encoder_out)
-        features = at_positions(features, where)
-    else:
+    if not has_feature_api(decoder):
         features, decoder_out = decoder_features_and_output(
             decoder, prev_output_tokens, encoder_out
         )
         lprobs = model.get_normalized_probs(decoder_out, log_probs=True)
         return at_positions(features, where), at_positions(lprobs, where)
+    features = teacher_forced_features(decoder, prev_output_tokens, encoder_out, where)
     return features, log_probs_of_features(model, features)
+
+
+def teacher_forced_features(decoder, prev_output_tokens, encoder_out, where: torch.Tensor):
+    """Features [N, d] of a teacher-forced pass over `prev_output_tokens` [B, L] at the flat
+    positions `where`, for a decoder with extract_features(): the transformer's computed at
+    those positions only (`packed_transformer_features`), the others' read off a whole pass."""
+    if PACKED_TRANSFORMER_PASS and supports_packed_pass(decoder, encoder_out):
+        return packed_transformer_features(decoder, prev_output_tokens, encoder_out, where)
+    features, _ = decoder.extract_features(prev_output_tokens, encoder_out=encoder_out)
+    return at_positions(features, where)
 
 
 def log_probs_of_features(model, features: torch.Tensor) -> torch.Tensor:
@@ -97,13 +106,13 @@ def check_incremental_decoder(model: nn.Module) -> None:
         )
 
 
-def check_full_softmax(model: nn.Module) -> None:
-    """MIXER differentiates the log-probabilities of whole softmaxes: refuse an adaptive
-    softmax, whose log-probabilities fairseq computes for inference only (in place, so a
-    backward through them fails)."""
+def check_full_softmax(model: nn.Module, who: str = "--criterion mixer") -> None:
+    """MIXER, DAD and E2E differentiate the log-probabilities of whole softmaxes: refuse an
+    adaptive softmax, whose log-probabilities fairseq computes for inference only (in place,
+    so a backward through them fails)."""
     if getattr(model.decoder, "adaptive_softmax", None) is not None:
         raise ValueError(
-            "--criterion mixer needs a decoder with a full softmax over the vocabulary; this "
+            f"{who} needs a decoder with a full softmax over the vocabulary; this "
             "one has an adaptive softmax (--adaptive-softmax-cutoff), whose log-probabilities "
             "fairseq computes for inference only"
         )

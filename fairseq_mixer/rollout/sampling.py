@@ -60,6 +60,18 @@ def inverse_cdf_draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tenso
     return draws.clamp_(max=probs.size(-1) - 1)
 
 
+def batch_generator(seed: int, num_updates: int, sample: dict, device) -> torch.Generator:
+    """A generator seeded by (seed, update, first sentence id) for the draws of one batch.
+
+    The draws then do not depend on which worker makes them or on what was drawn before: a
+    distributed run reproduces a single process, and a resumed run an uninterrupted one.
+    """
+    first_id = int(sample["id"][0]) if "id" in sample else 0
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + num_updates * 8_191 + first_id) % (2**63))
+    return generator
+
+
 def shift_right(tokens: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
     """Decoder input for teacher forcing on `tokens`: EOS (fairseq's BOS) then tokens[:-1]."""
     prev = torch.cat([tokens.new_full((tokens.size(0), 1), eos), tokens[:, :-1]], dim=1)
@@ -231,7 +243,7 @@ def _decode(batch, tokens, generator, pad: int, eos: int, outputs, greedy: bool 
             chosen = None
             if uniforms is not None:
                 chosen = uniforms[step][batch.rows if rows is None else batch.rows[rows]]
-            draws = _draws(probs, chosen, pad)
+            draws = draw_tokens(probs, chosen, pad)
             if rows is None:
                 draws = torch.where(drawing, draws, batch.tokens[:, step + 1])
                 batch.tokens[:, step + 1] = draws
@@ -264,7 +276,7 @@ def _prefill(batch) -> int:
     return first
 
 
-def _draws(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torch.Tensor:
+def draw_tokens(probs: torch.Tensor, uniforms: torch.Tensor | None, pad: int) -> torch.Tensor:
     """The tokens [R] drawn from `probs` [R, V] with `uniforms` [R], never padding; the most
     probable ones where `uniforms` is None (greedy)."""
     probs = probs.float()
@@ -295,7 +307,7 @@ def _decode_with_fixed_shapes(batch, tokens, uniforms, pad: int, eos: int, first
         logits = model.decoder.output_layer(features.unsqueeze(1))
         probs = model.get_normalized_probs((logits, None), log_probs=False)[:, -1, :]
         chosen = None if row_uniforms is None else row_uniforms.index_select(0, t).squeeze(0)
-        draws = _draws(probs, chosen, pad)
+        draws = draw_tokens(probs, chosen, pad)
         after = t + 1
         drawing = batch.active & batch.prefix.le(t)
         draws = torch.where(drawing, draws, work.index_select(1, after).squeeze(1))

@@ -19,6 +19,7 @@ from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from fairseq_mixer.dad_schedule import DECAYS, check_decay_options, reference_probability
 from fairseq_mixer.rollout.decoder_features import (
     check_full_softmax,
     check_incremental_decoder,
@@ -66,6 +67,26 @@ class MixerConfig(TranslationConfig):
             "help": "count --mixer-xent-epochs and --mixer-epochs-per-stage in epochs or in updates"
         },
     )
+    dad_schedule: ChoiceEnum(DECAYS) = field(
+        default="inverse_sigmoid",
+        metadata={
+            "help": "--criterion dad: how eps, the probability of feeding the reference token, "
+            "decays over the updates (Bengio et al. 2015): inverse_sigmoid k / (k + exp(i / k)), "
+            "linear max(min_eps, k - slope * i), exponential k ** i; or mixer: the first s "
+            "inputs are the reference and the rest the model's, s from MIXER's stages"
+        },
+    )
+    dad_k: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "k of --dad-schedule (default: 1000 inverse_sigmoid, 1 linear, 0.9997 "
+            "exponential)"
+        },
+    )
+    dad_linear_slope: float = field(
+        default=1e-4, metadata={"help": "slope of --dad-schedule linear, per update"}
+    )
+    dad_min_eps: float = field(default=0.0, metadata={"help": "eps never falls below this"})
     eval_bleu_args: Optional[str] = field(
         default='{"beam": 1}',
         metadata={"help": "generation args for validation BLEU/ROUGE (greedy by default)"},
@@ -96,7 +117,9 @@ class MixerTask(TranslationTask):
             cfg.mixer_unroll_steps,
             cfg.mixer_xent_weight,
         )
+        check_decay_options(cfg.dad_schedule, cfg.dad_k, cfg.dad_linear_slope, cfg.dad_min_eps)
         super().__init__(cfg, src_dict, tgt_dict)
+        self.dad_eps = self.reference_probability_at(0)
         self.decoder_feature_dim: Optional[int] = None
         self.trains_with_mixer = False
         self.stage = self.stage_at(1)
@@ -168,13 +191,27 @@ class MixerTask(TranslationTask):
         )
 
     def build_criterion(self, cfg):
-        self.trains_with_mixer = getattr(cfg, "_name", None) == "mixer"
-        if self.trains_with_mixer:
+        name = getattr(cfg, "_name", None)
+        self.trains_with_mixer = name in ("mixer", "e2e") or (
+            name == "dad" and self.cfg.dad_schedule == "mixer"
+        )
+        if name == "mixer":
             check_incremental_decoder(self._model)
             check_full_softmax(self._model)
             # refuses --mixer-rollout one_pass for a decoder that is not recurrent, now
             samples_in_training_pass(self._model.decoder, cfg.mixer_rollout)
-        return super().build_criterion(cfg)
+        criterion = super().build_criterion(cfg)
+        if hasattr(criterion, "check_model"):
+            check_full_softmax(self._model, f"--criterion {name}")
+            criterion.check_model(self._model)
+        return criterion
+
+    def reference_probability_at(self, num_updates: int) -> float:
+        """eps of --dad-schedule after `num_updates` updates."""
+        cfg = self.cfg
+        return reference_probability(
+            num_updates, cfg.dad_schedule, cfg.dad_k, cfg.dad_linear_slope, cfg.dad_min_eps
+        )
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
@@ -200,6 +237,10 @@ class MixerTask(TranslationTask):
         set_stage = getattr(criterion, "set_mixer_stage", None)
         if set_stage is not None:
             set_stage(self.stage, update_num)
+        self.dad_eps = self.reference_probability_at(update_num)
+        set_eps = getattr(criterion, "set_reference_probability", None)
+        if set_eps is not None:
+            set_eps(self.dad_eps)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def state_dict(self):
@@ -209,6 +250,7 @@ class MixerTask(TranslationTask):
             "s": self.stage.s,
             "xent_weight": self.stage.xent_weight,
         }
+        state["dad_eps"] = self.dad_eps
         return state
 
     def valid_step(self, sample, model, criterion):

@@ -1,0 +1,88 @@
+"""The `dad` criterion: Data As Demonstrator (scheduled sampling, Bengio et al. 2015).
+
+At every target step the decoder's next input is the reference token with probability eps,
+otherwise the model's own prediction at that step (drawn from its softmax, or its argmax);
+the loss is cross-entropy against the reference at every step, and no gradient flows
+through the choice of input. eps follows the `mixer` task's `--dad-schedule` (counted in
+updates), or, with `--dad-schedule mixer`, MIXER's incremental schedule: the first s inputs
+are the reference and those after are the model's. Recurrent decoders step exactly; the
+others by default take the two-pass form (rollout/fed_back.py)."""
+
+
+from dataclasses import dataclass, field
+
+import torch
+from fairseq.criterions import register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from omegaconf import II
+
+from fairseq_mixer.criterions.fed_back import FedBackCriterion
+from fairseq_mixer.rollout.fed_back import PASSES, PredictedTokens, bernoulli_from_model
+from fairseq_mixer.rollout.sampling import batch_generator
+
+
+@dataclass
+class DadCriterionConfig(FairseqDataclass):
+    dad_prediction: ChoiceEnum(["sample", "argmax"]) = field(
+        default="sample",
+        metadata={
+            "help": "the model's input where the reference is not fed: a token drawn from its "
+            "softmax (Bengio et al.) or its most probable token"
+        },
+    )
+    dad_passes: ChoiceEnum(PASSES) = field(
+        default="auto",
+        metadata={
+            "help": "sequential: step the decoder with grad, each prediction from the inputs "
+            "fed before it (exact); two_pass: predictions from a teacher-forced pass without "
+            "grad, then a second pass on the mixed inputs (Mihaylova and Martins 2019); auto: "
+            "sequential for LSTM decoders, two_pass for the others"
+        },
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "epsilon for label smoothing, 0 means none"}
+    )
+    sentence_avg: bool = II("optimization.sentence_avg")
+    seed: int = II("common.seed")
+
+
+@register_criterion("dad", dataclass=DadCriterionConfig)
+class DadCriterion(FedBackCriterion):
+    criterion_name = "dad"
+
+    def __init__(self, task, cfg: DadCriterionConfig):
+        super().__init__(task, cfg)
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must lie in [0, 1) (got {cfg.label_smoothing})")
+        self.decay = task.cfg.dad_schedule
+        self.eps = 1.0
+        self._uniforms: torch.Tensor | None = None
+
+    def set_reference_probability(self, eps: float) -> None:
+        """eps of the task's --dad-schedule for the coming update."""
+        self.eps = eps
+
+    def _from_model(self, sample) -> torch.Tensor | None:
+        target = sample["target"]
+        if self.decay == "mixer":
+            self._uniforms = self._draw_uniforms(sample, target, count=1)[0]
+            return self._stage_prefix(target)
+        coin, draws = self._draw_uniforms(sample, target, count=2)
+        self._uniforms = draws
+        return bernoulli_from_model(target, self.padding_idx, self.eps, coin)
+
+    def _draw_uniforms(self, sample, target, count: int) -> torch.Tensor:
+        """[count, B, L] uniform numbers of this batch, the same on every worker and resume."""
+        generator = batch_generator(self.cfg.seed, self.num_updates, sample, target.device)
+        return torch.rand((count,) + target.shape, generator=generator, device=target.device)
+
+    def _feedback(self, sample, target) -> PredictedTokens:
+        uniforms = self._uniforms if self.cfg.dad_prediction == "sample" else None
+        return PredictedTokens(uniforms, self.padding_idx)
+
+    def _schedule_log(self, nsentences: int) -> dict:
+        log = super()._schedule_log(nsentences)
+        if self.decay != "mixer":
+            del log["mixer_s"]
+            log["dad_eps"] = self.eps * nsentences
+        return log
