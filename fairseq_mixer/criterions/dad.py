@@ -8,7 +8,6 @@ updates), or, with `--dad-schedule mixer`, MIXER's incremental schedule: the fir
 are the reference and those after are the model's. Recurrent decoders step exactly; the
 others by default take the two-pass form (rollout/fed_back.py)."""
 
-
 from dataclasses import dataclass, field
 
 import torch

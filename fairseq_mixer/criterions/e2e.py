@@ -8,7 +8,6 @@ the reference at every step. Which inputs are soft follows MIXER's incremental s
 from the `mixer` task: the first s are the reference, those after s soft, s shrinking by
 Delta per stage."""
 
-
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
