@@ -62,3 +62,17 @@ def trained(synthetic_bin):
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def xent_checkpoint(synthetic_bin, tmp_path_factory) -> Path:
+    """A tiny LSTM trained 3 epochs with label-smoothed XENT through fairseq-train."""
+    from cli_runs import fairseq_train, log_records
+
+    save_dir = tmp_path_factory.mktemp("xent")
+    proc = fairseq_train(
+        synthetic_bin, save_dir, "--criterion", "label_smoothed_cross_entropy",
+        "--label-smoothing", "0.1", "--max-epoch", "3",
+    )  # fmt: skip
+    assert [r["epoch"] for r in log_records(proc, "train")] == [1, 2, 3]
+    return save_dir / "checkpoint_last.pt"

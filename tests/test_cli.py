@@ -12,17 +12,6 @@ from conftest import run_tool
 import fairseq_mixer  # noqa: F401  (allow-lists what fairseq checkpoints hold)
 
 
-@pytest.fixture(scope="module")
-def xent_checkpoint(synthetic_bin, tmp_path_factory):
-    save_dir = tmp_path_factory.mktemp("xent")
-    proc = fairseq_train(
-        synthetic_bin, save_dir, "--criterion", "label_smoothed_cross_entropy",
-        "--label-smoothing", "0.1", "--max-epoch", "3",
-    )  # fmt: skip
-    assert [r["epoch"] for r in log_records(proc, "train")] == [1, 2, 3]
-    return save_dir / "checkpoint_last.pt"
-
-
 def model_and_baseline(path):
     state = torch.load(path, map_location="cpu")
     return state["model"], state["criterion"]
