@@ -12,16 +12,21 @@ from dataclasses import dataclass, field
 
 import torch
 from fairseq.criterions import register_criterion
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from fairseq_mixer.criterions.fed_back import FedBackCriterion
-from fairseq_mixer.rollout.fed_back import PASSES, PredictedTokens, bernoulli_from_model
+from fairseq_mixer.criterions.fed_back import (
+    FedBackConfig,
+    FedBackCriterion,
+    PassesChoice,
+    passes_field,
+)
+from fairseq_mixer.rollout.fed_back import PredictedTokens, bernoulli_from_model
 from fairseq_mixer.rollout.sampling import batch_generator
 
 
 @dataclass
-class DadCriterionConfig(FairseqDataclass):
+class DadCriterionConfig(FedBackConfig):
     dad_prediction: ChoiceEnum(["sample", "argmax"]) = field(
         default="sample",
         metadata={
@@ -29,19 +34,7 @@ class DadCriterionConfig(FairseqDataclass):
             "softmax (Bengio et al.) or its most probable token"
         },
     )
-    dad_passes: ChoiceEnum(PASSES) = field(
-        default="auto",
-        metadata={
-            "help": "sequential: step the decoder with grad, each prediction from the inputs "
-            "fed before it (exact); two_pass: predictions from a teacher-forced pass without "
-            "grad, then a second pass on the mixed inputs (Mihaylova and Martins 2019); auto: "
-            "sequential for LSTM decoders, two_pass for the others"
-        },
-    )
-    label_smoothing: float = field(
-        default=0.0, metadata={"help": "epsilon for label smoothing, 0 means none"}
-    )
-    sentence_avg: bool = II("optimization.sentence_avg")
+    dad_passes: PassesChoice = passes_field("prediction")
     seed: int = II("common.seed")
 
 
@@ -51,8 +44,6 @@ class DadCriterion(FedBackCriterion):
 
     def __init__(self, task, cfg: DadCriterionConfig):
         super().__init__(task, cfg)
-        if not 0.0 <= cfg.label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing must lie in [0, 1) (got {cfg.label_smoothing})")
         self.decay = task.cfg.dad_schedule
         self.eps = 1.0
         self._uniforms: torch.Tensor | None = None

@@ -11,17 +11,20 @@ Delta per stage."""
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from omegaconf import II
 from torch import nn
 
-from fairseq_mixer.criterions.fed_back import FedBackCriterion
+from fairseq_mixer.criterions.fed_back import (
+    FedBackConfig,
+    FedBackCriterion,
+    PassesChoice,
+    passes_field,
+)
 from fairseq_mixer.rollout.decoder_features import has_feature_api
-from fairseq_mixer.rollout.fed_back import PASSES, SoftTopK
+from fairseq_mixer.rollout.fed_back import SoftTopK
 
 
 @dataclass
-class E2ECriterionConfig(FairseqDataclass):
+class E2ECriterionConfig(FedBackConfig):
     e2e_topk: int = field(
         default=10,
         metadata={
@@ -29,19 +32,7 @@ class E2ECriterionConfig(FairseqDataclass):
             "likely words (the paper: 10)"
         },
     )
-    e2e_passes: ChoiceEnum(PASSES) = field(
-        default="auto",
-        metadata={
-            "help": "sequential: step the decoder with grad, each soft input from the inputs "
-            "fed before it (exact); two_pass: soft inputs from a teacher-forced pass (with "
-            "grad), then a second pass on the mixed inputs; auto: sequential for LSTM "
-            "decoders, two_pass for the others"
-        },
-    )
-    label_smoothing: float = field(
-        default=0.0, metadata={"help": "epsilon for label smoothing, 0 means none"}
-    )
-    sentence_avg: bool = II("optimization.sentence_avg")
+    e2e_passes: PassesChoice = passes_field("soft input")
 
 
 @register_criterion("e2e", dataclass=E2ECriterionConfig)
@@ -56,8 +47,6 @@ class E2ECriterion(FedBackCriterion):
                 f"--e2e-topk must lie in [1, {vocab - 1}] for this vocabulary of {vocab} "
                 f"(got {cfg.e2e_topk})"
             )
-        if not 0.0 <= cfg.label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing must lie in [0, 1) (got {cfg.label_smoothing})")
 
     def check_model(self, model) -> None:
         decoder = model.decoder

@@ -5,18 +5,20 @@ A subclass says which inputs are the model's (`_from_model`) and what it feeds t
 (`_feedback`). Where no input is the model's (validation, MIXER's XENT-only stage, eps = 1)
 the step is fairseq's label-smoothed cross-entropy on one teacher-forced pass, exactly."""
 
-from __future__ import annotations
-
 import math
+from dataclasses import dataclass, field
 
 import torch
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
+from omegaconf import II
 
 from fairseq_mixer.criterions.mixer import check_data_parallel_backend
 from fairseq_mixer.rollout.fed_back import (
+    PASSES,
     prefix_from_model,
     sequential_pass,
     two_pass,
@@ -24,6 +26,32 @@ from fairseq_mixer.rollout.fed_back import (
 )
 from fairseq_mixer.rollout.positions import at_positions, token_positions
 from fairseq_mixer.schedule import MixerStage, teacher_forced_lengths
+
+
+def passes_field(what: str):
+    """The `--<criterion>-passes` flag: which form feeds `what` (rollout/fed_back.py)."""
+    return field(
+        default="auto",
+        metadata={
+            "help": f"sequential: step the decoder with grad, each {what} made from the inputs "
+            "fed before it (exact); two_pass: from a teacher-forced pass on the reference, "
+            "then a second pass on the mixed inputs (Mihaylova and Martins 2019); auto: "
+            "sequential for LSTM decoders, two_pass for the others"
+        },
+    )
+
+
+@dataclass
+class FedBackConfig(FairseqDataclass):
+    """The flags `dad` and `e2e` share with fairseq's label_smoothed_cross_entropy."""
+
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "epsilon for label smoothing, 0 means none"}
+    )
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+PassesChoice = ChoiceEnum(PASSES)
 
 
 class FedBackCriterion(FairseqCriterion):
@@ -34,6 +62,8 @@ class FedBackCriterion(FairseqCriterion):
 
     def __init__(self, task, cfg):
         super().__init__(task)
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must lie in [0, 1) (got {cfg.label_smoothing})")
         self.cfg = cfg
         self.unroll_steps = task.cfg.mixer_unroll_steps
         self.placement = task.cfg.mixer_schedule
