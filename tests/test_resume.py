@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -133,21 +132,24 @@ def loaded_from(proc) -> str:
     return found.group(1) if found else "a fresh start"
 
 
-def kill_at_random(args: list[str], save_dir: Path, after: str, rng: random.Random) -> None:
-    """Start fairseq-train and SIGKILL it at a random moment once `after` has been saved."""
+def kill_after_update(args: list[str], update: int) -> None:
+    """Start fairseq-train and SIGKILL it as soon as it has logged `update`, wherever it is then
+    (validating, saving, or in the next update)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.setdefault("OMP_NUM_THREADS", "2")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    logged = f'"num_updates": "{update}"'
     try:
-        deadline = time.monotonic() + 300
-        while not (save_dir / after).exists() and proc.poll() is None:
-            assert time.monotonic() < deadline, f"no {after} after 300 s"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))
-        proc.send_signal(signal.SIGKILL)
+        for line in proc.stdout:
+            if " | train_inner | " in line and logged in line:
+                proc.send_signal(signal.SIGKILL)
+                break
     finally:
-        returncode = proc.wait()
-    assert returncode == -signal.SIGKILL, f"the run ended ({returncode}) before the kill"
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended ({proc.returncode}) unkilled"
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
@@ -156,7 +158,7 @@ def test_killed_while_saving_then_at_random_ends_like_an_uninterrupted_run(
 ):
     """A kill halfway through writing checkpoint_last.pt at update 6 leaves the end-of-epoch-1
     one whole; the restart resumes from there (the issue's case: MIXER takes over from XENT),
-    is SIGKILLed at a random point of epoch 2 or 3 and restarted with the same command."""
+    is SIGKILLed after a random update of epoch 2 or 3 and restarted with the same command."""
     reference = uninterrupted(criterion)
     args = train_args(synthetic_bin, tmp_path, criterion)
     killed = subprocess.run(
@@ -170,8 +172,9 @@ def test_killed_while_saving_then_at_random_ends_like_an_uninterrupted_run(
     assert end_of_epoch_1 == UPDATES_PER_EPOCH
 
     command = [str(BIN / "fairseq-train"), *args]
-    kill_at_random(command, tmp_path, "checkpoint_2_9.pt", random.Random(criterion))
-    killed_at = assert_like_uninterrupted(tmp_path, reference, "killed at random")
+    update = random.randrange(end_of_epoch_1 + 1, LAST)
+    kill_after_update(command, update)
+    killed_at = assert_like_uninterrupted(tmp_path, reference, f"killed after update {update}")
     epoch = killed_at // UPDATES_PER_EPOCH + 1
     restarted = run_tool(command)
     assert loaded_from(restarted) == f"epoch {epoch} @ {killed_at} updates"
