@@ -41,7 +41,7 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
         return False
     partial = dst_path + ".tmp"
     shutil.copyfile(src_path, partial)
-    with open(partial, "rb+") as written:
+    with open(partial, "rb") as written:
         os.fsync(written.fileno())
     os.replace(partial, dst_path)
     return True
