@@ -20,6 +20,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from fairseq_mixer.dad_schedule import DECAYS, check_decay_options, reference_probability
+from fairseq_mixer.resume import batches_epoch, install_atomic_checkpoint_copies
 from fairseq_mixer.rollout.decoder_features import (
     check_full_softmax,
     check_incremental_decoder,
@@ -120,6 +121,7 @@ class MixerTask(TranslationTask):
         check_decay_options(cfg.dad_schedule, cfg.dad_k, cfg.dad_linear_slope, cfg.dad_min_eps)
         super().__init__(cfg, src_dict, tgt_dict)
         self.dad_eps = self.reference_probability_at(0)
+        install_atomic_checkpoint_copies()
         self.decoder_feature_dim: Optional[int] = None
         self.trains_with_mixer = False
         self.stage = self.stage_at(1)
@@ -212,6 +214,56 @@ class MixerTask(TranslationTask):
         return reference_probability(
             num_updates, cfg.dad_schedule, cfg.dad_k, cfg.dad_linear_slope, cfg.dad_min_eps
         )
+
+    def get_batch_iterator(
+        self,
+        dataset,
+        max_tokens=None,
+        max_sentences=None,
+        max_positions=None,
+        ignore_invalid_inputs=False,
+        required_batch_size_multiple=1,
+        seed=1,
+        num_shards=1,
+        shard_id=0,
+        num_workers=0,
+        epoch=1,
+        data_buffer_size=0,
+        disable_iterator_cache=False,
+        skip_remainder_batch=False,
+        grouped_shuffling=False,
+        update_epoch_batch_itr=False,
+    ):
+        """fairseq's iterator, its batches built as in a run that started at epoch 1, so that a
+        run resumed at a later epoch trains on the same batches (see fairseq_mixer.resume)."""
+        reusable = (
+            not disable_iterator_cache
+            and not update_epoch_batch_itr
+            and self.can_reuse_epoch_itr(dataset)
+        )
+        build_at = batches_epoch(epoch, reusable, dataset in self.dataset_to_epoch_iter)
+        iterator = super().get_batch_iterator(
+            dataset,
+            max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            max_positions=max_positions,
+            ignore_invalid_inputs=ignore_invalid_inputs,
+            required_batch_size_multiple=required_batch_size_multiple,
+            seed=seed,
+            num_shards=num_shards,
+            shard_id=shard_id,
+            num_workers=num_workers,
+            epoch=build_at,
+            data_buffer_size=data_buffer_size,
+            disable_iterator_cache=disable_iterator_cache,
+            skip_remainder_batch=skip_remainder_batch,
+            grouped_shuffling=grouped_shuffling,
+            update_epoch_batch_itr=update_epoch_batch_itr,
+        )
+        if build_at != epoch:
+            dataset.set_epoch(epoch)
+            iterator.epoch = max(epoch, 1)
+        return iterator
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
