@@ -30,6 +30,9 @@ CRITERIA = {
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
     ],
     "mixer": [*MIXER, "--mixer-xent-epochs", "1"],
+    "dad": ["--criterion", "dad", "--dad-schedule", "linear", "--dad-linear-slope", "0.05"],
+    "e2e": ["--criterion", "e2e", "--mixer-xent-epochs", "1", "--mixer-epochs-per-stage", "1",
+            "--mixer-unroll-steps", "10", "--mixer-delta", "4", "--mixer-schedule", "per_sentence"],
 }  # fmt: skip
 UPDATES_PER_EPOCH, EPOCHS = 5, 3
 SCHEDULE = ["--batch-size", "120", "--save-interval-updates", "3", "--max-epoch", str(EPOCHS)]
