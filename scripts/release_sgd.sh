@@ -15,7 +15,8 @@
 #   bash scripts/release_sgd.sh DATA_BIN WORKDIR evaluate   # beams 1 and 5, test and test1
 # DATA_BIN is the binarised Multi30k of scripts/recipes/multi30k.json (its text/ folder beside
 # it holds the references). Set CPU= (empty) to train on a GPU; PY picks the interpreter;
-# XENT_EPOCHS, MIXER_EPOCHS and SUBSETS change the 15, 8 and "test test1" above.
+# XENT_EPOCHS, MIXER_EPOCHS and SUBSETS change the 15, 8 and "test test1" above; MODEL the
+# model flags (default: the release's size, "--arch mixer_paper --embed-dim 256 ...").
 set -euo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: bash scripts/release_sgd.sh DATA_BIN WORKDIR xent|mixer|control|evaluate" >&2
@@ -25,12 +26,13 @@ DATA=$1 WORK=$2 PHASE=$3
 compgen -G "$DATA/dict.*.txt" > /dev/null || {
   echo "release_sgd.sh: $DATA is not a binarised data folder (no dict.*.txt)" >&2; exit 2; }
 PY=${PY:-.venv/bin/python}; CPU=${CPU---cpu}
+read -ra MODEL <<< "${MODEL:---arch mixer_paper --embed-dim 256 --hidden-size 256 --dropout 0.2}"
 BIN=$(dirname "$PY"); XENT_EPOCHS=${XENT_EPOCHS:-15}; MIXER_EPOCHS=${MIXER_EPOCHS:-8}
 COMMON=(
   "$DATA" --user-dir fairseq_mixer --task mixer --log-format json
   --optimizer sgd --lr 0.2 --batch-size 32 --max-tokens 4000 --clip-norm 10 --seed 1
   --lr-scheduler reduce_lr_on_plateau --lr-shrink 0.8333 --log-interval 100 --num-workers 0
-  --arch mixer_paper --embed-dim 256 --hidden-size 256 --dropout 0.2
+  "${MODEL[@]}"
   --criterion mixer --label-smoothing 0.1 --mixer-loss-scaling release
   --eval-bleu --eval-bleu-detok space --best-checkpoint-metric bleu
   --maximize-best-checkpoint-metric $CPU

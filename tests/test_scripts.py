@@ -408,6 +408,7 @@ def test_release_sgd_script_carries_xent_into_mixer_stages(synthetic_bin, tmp_pa
     work = tmp_path / "work"
     env = {**os.environ, "PY": sys.executable, "XENT_EPOCHS": "2", "MIXER_EPOCHS": "2"}
     env.update(SUBSETS="test", OMP_NUM_THREADS="1")
+    env["MODEL"] = "--arch mixer_paper --embed-dim 32 --hidden-size 32 --dropout 0.2"
     for phase in ("xent", "mixer", "control", "evaluate"):
         done = subprocess.run(
             ["bash", str(SCRIPTS / "release_sgd.sh"), str(data / "bin"), str(work), phase],
