@@ -99,7 +99,8 @@ fi
 
 # MIXER in half precision from that XENT model, one epoch (s = 22).
 if has half; then
-FLAGS=$($PY -c "import json, sys; r = json.load(open(sys.argv[1])); print(' '.join(r['train'] + r['model'] + r['mixer']))" $RECIPE)
+FLAGS=$($PY scripts/run_recipe.py $RECIPE --workdir $WORK --show \
+  | $PY -c "import json, sys; r = json.load(sys.stdin); print(' '.join(r['train'] + r['model'] + r['mixer']))")
 for P in bf16 fp16; do
   [ "$DEVICE" = cpu ] && [ $P = fp16 ] && continue
   [ $(left) -lt 200 ] && { echo "no time left for --$P"; continue; }
