@@ -1,6 +1,5 @@
 """scripts/bench.py end to end in its quick mode: it runs, writes every figure and ends with
-the ratio line. Timings are not asserted (the bench prints them; it is not a timed test); the
-quick run takes 2 to 10 minutes, as busy as the cores are."""
+the ratio line. Timings are not asserted (the bench prints them; it is not a timed test)."""
 
 import json
 import platform
@@ -21,8 +20,17 @@ TARGETS = {
 
 def test_quick_bench_reports_every_target(tmp_path):
     results = tmp_path / "bench.json"
-    command = [sys.executable, "scripts/bench.py", "--quick", "--json", str(results)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    # one thread: on cores other work shares, a second one waits more than it computes
+    command = [
+        sys.executable,
+        "scripts/bench.py",
+        "--quick",
+        "--threads",
+        "1",
+        "--json",
+        str(results),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     ratio = re.fullmatch(r"mixer/xent update time ratio: (\d+\.\d+)", last)
