@@ -2,10 +2,16 @@
 
     python scripts/run_recipe.py scripts/recipes/multi30k.json --workdir work/multi30k \\
         [--steps data,xent,mixer,xent_more,evaluate,plot] [--cpu] [--share-xent-from WORKDIR]
+        [--seed N] [--set KEY=VALUE ...] [--show]
 
 With --share-xent-from, the data and XENT steps are those of another workdir (linked, after
 checking that they ran with this recipe's settings): a recipe that only changes the MIXER
 settings, like recipes/multi30k_long.json, then starts from the very same XENT model.
+
+--set changes one setting of the recipe (repeatable): ``--set mixer.lr=0.0001 --set
+xent_more.lr=0.0001`` gives MIXER and its control another learning rate; a recipe file may
+likewise name a ``base`` recipe and the settings it changes (recipe_overrides.py says how).
+--show prints the recipe so resolved, ``{workdir}`` filled in, and runs nothing.
 
 A recipe is a JSON object (``{workdir}`` in any string is replaced by the absolute --workdir;
 relative paths are relative to the repository root, where every command runs):
@@ -37,6 +43,7 @@ and ``WORKDIR/results.md``; the plots ``WORKDIR/curves.png`` and ``WORKDIR/beam.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -44,6 +51,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from recipe_overrides import Override, RecipeError, parse_override, read_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "fairseq_mixer"
@@ -56,10 +65,6 @@ DEFAULT_NAMES = {"xent": "XENT", "mixer": "MIXER", "xent_more": "XENT, more epoc
 REQUIRED_KEYS = ("data", "train", "model", "xent", "mixer", "xent_more", "evaluate")
 BUDGET_FLAGS = ("--max-epoch", "--max-update")
 TAIL_LINES = 20
-
-
-class RecipeError(Exception):
-    """A problem with the recipe or a failed step; reported as one message."""
 
 
 # ---------------------------------------------------------------------- the recipe
@@ -76,11 +81,10 @@ def substitute(value: object, workdir: Path) -> object:
     return value
 
 
-def load_recipe(path: Path, workdir: Path) -> dict:
-    try:
-        recipe = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise RecipeError(f"cannot read the recipe {path}: {error}") from None
+def load_recipe(path: Path, workdir: Path, overrides: Sequence[Override] = ()) -> dict:
+    """The recipe of `path` (its base resolved, `overrides` applied), checked, with
+    ``{workdir}`` filled in."""
+    recipe = read_recipe(path, overrides)
     missing = [key for key in REQUIRED_KEYS if key not in recipe]
     if missing:
         raise RecipeError(f"{path}: missing {', '.join(missing)}")
@@ -251,6 +255,23 @@ def recorded_commands(workdir: Path, step: str) -> list[list[str]] | None:
     return json.loads(marker.read_text(encoding="utf-8"))["commands"]
 
 
+def flag_groups(command: list[str]) -> list[tuple[str, ...]]:
+    """The command's words before its first flag, then each flag with its values, the flags
+    sorted by name (stably: a repeated flag keeps its order, so the last value still wins)."""
+    starts = [i for i, word in enumerate(command) if word.startswith("--")] + [len(command)]
+    groups = [tuple(command[a:b]) for a, b in itertools.pairwise(starts)]
+    return [tuple(command[: starts[0]]), *sorted(groups, key=lambda group: group[0])]
+
+
+def same_commands(first: list[list[str]], second: list[list[str]]) -> bool:
+    """Whether two lists of commands run alike: the same flags and values, in any order (a
+    recipe that changes a base lists a new flag last, where the old whole file had it
+    elsewhere)."""
+    return len(first) == len(second) and all(
+        flag_groups(a) == flag_groups(b) for a, b in zip(first, second, strict=True)
+    )
+
+
 def should_skip(recipe: dict, step: str, commands: list[list[str]], workdir: Path) -> bool:
     """Whether a step is done already: its marker and outputs exist and, for evaluation and
     plots, neither their command nor their inputs changed since. A finished training step whose
@@ -261,8 +282,10 @@ def should_skip(recipe: dict, step: str, commands: list[list[str]], workdir: Pat
     if step in DERIVED_STEPS:
         finished = marker_path(workdir, step).stat().st_mtime
         inputs = step_inputs(recipe, step, workdir)
-        return recorded == commands and all(p.stat().st_mtime <= finished for p in inputs)
-    if recorded != commands:
+        return same_commands(recorded, commands) and all(
+            p.stat().st_mtime <= finished for p in inputs
+        )
+    if not same_commands(recorded, commands):
         print(
             f"run_recipe: {step}: the recipe changed since this step ran; keeping its results "
             f"(remove {workdir / step} and {marker_path(workdir, step)} to redo it)",
@@ -336,21 +359,24 @@ def run_step(recipe: dict, step: str, workdir: Path, cpu: bool) -> None:
     print(f"run_recipe: {step}: finished in {seconds / 60:.1f} min", flush=True)
 
 
-def share_xent(recipe_path: Path, workdir: Path, other: Path, cpu: bool) -> None:
+def share_xent(
+    recipe_path: Path, workdir: Path, other: Path, cpu: bool, overrides: Sequence[Override] = ()
+) -> None:
     """Link the data and the XENT model of `other`, a workdir where a recipe with the same
     data, train, model and xent settings finished them: other MIXER settings are then tried
     from the very same XENT model."""
     other = other.resolve()
     if other == workdir:
         raise RecipeError("--share-xent-from names the workdir itself")
-    own, theirs = load_recipe(recipe_path, workdir), load_recipe(recipe_path, other)
+    own = load_recipe(recipe_path, workdir, overrides)
+    theirs = load_recipe(recipe_path, other, overrides)
     bin_top = Path(own["data"]["bin"]).relative_to(workdir).parts[0]
     workdir.mkdir(parents=True, exist_ok=True)
     for step, folder in (("data", bin_top), ("xent", "xent")):
         recorded = recorded_commands(other, step)
         if recorded is None:
             raise RecipeError(f"--share-xent-from {other}: its {step} step has not finished")
-        if recorded != step_commands(theirs, step, other, cpu):
+        if not same_commands(recorded, step_commands(theirs, step, other, cpu)):
             raise RecipeError(
                 f"--share-xent-from {other}: its {step} step ran with other settings than "
                 f"{recipe_path}'s"
@@ -387,6 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the mixer and xent_more steps, replacing the recipe's there (the xent "
         "step keeps its own, so --share-xent-from still applies): to repeat a comparison",
     )  # fmt: skip
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="change one setting of the recipe, e.g. mixer.lr=0.0001 (a STEP.FLAG of the "
+        "train, model, xent, mixer or xent_more flags; null removes a flag) or "
+        "evaluate.batch_size=256; repeatable, applied in order",
+    )  # fmt: skip
+    parser.add_argument(
+        "--show", action="store_true",
+        help="print the resolved recipe (base, --set and --seed applied) and run nothing",
+    )  # fmt: skip
     return parser
 
 
@@ -395,12 +431,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = args.workdir.resolve()
     try:
         steps = parse_steps(args.steps)
-        recipe = load_recipe(args.recipe, workdir)
+        overrides = [parse_override(text) for text in args.overrides]
+        recipe = load_recipe(args.recipe, workdir, overrides)
         if args.seed is not None:
             recipe = with_seed(recipe, args.seed)
+        if args.show:
+            print(json.dumps(recipe, indent=2))
+            return
         workdir.mkdir(parents=True, exist_ok=True)
         if args.share_xent_from is not None:
-            share_xent(args.recipe, workdir, args.share_xent_from, args.cpu)
+            share_xent(args.recipe, workdir, args.share_xent_from, args.cpu, overrides)
         for step in steps:
             run_step(recipe, step, workdir, args.cpu)
     except RecipeError as error:

@@ -6,6 +6,7 @@ import platform
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import REPO
@@ -19,8 +20,17 @@ TARGETS = {
 
 def test_quick_bench_reports_every_target(tmp_path):
     results = tmp_path / "bench.json"
-    command = [sys.executable, "scripts/bench.py", "--quick", "--json", str(results)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    # one thread: on cores other work shares, a second one waits more than it computes
+    command = [
+        sys.executable,
+        "scripts/bench.py",
+        "--quick",
+        "--threads",
+        "1",
+        "--json",
+        str(results),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     ratio = re.fullmatch(r"mixer/xent update time ratio: (\d+\.\d+)", last)
@@ -37,6 +47,10 @@ def test_quick_bench_reports_every_target(tmp_path):
     assert f"targets: {sum(t['passed'] for t in figures['targets'].values())} of 11 pass" in (
         done.stdout
     )
+    for measured in ("update", "memory"):
+        lstm = figures[measured]["lstm"]
+        assert set(lstm["ratios"]) == {"mixer"} and lstm["ratios"]["mixer"] == lstm["ratio"]
+    assert figures["environment"]["rewards"] == "compiled"  # numba is a dependency
     if platform.libc_ver()[0] == "glibc":  # the memory children pin its mmap threshold
         assert figures["memory"]["mmap_threshold_pinned"]
         assert "glibc's mmap threshold pinned at 128 KiB" in done.stdout
@@ -53,13 +67,13 @@ def plugin_folder(connection):
 
 if __name__ == "__main__":
     sys.path.insert(0, sys.argv[1])
-    import bench
+    from benchmarks import memory, setup
 
-    context = bench.start_memory_workers()
+    context = memory.start_memory_workers()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=plugin_folder, args=(sender,))
     process.start()
-    print(bench.USER_DIR, receiver.recv())
+    print(setup.USER_DIR, receiver.recv())
     process.join()
 """
 
@@ -88,20 +102,15 @@ def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
     the launch-bound one; here the fixed-shape loop runs step by step on the CPU in its
     place."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import bench
+    from benchmarks.graph_loop import graph_loop_agreement
+    from benchmarks.setup import build_bench, make_job
+    from benchmarks.sizes import QUICK
 
-    from fairseq_mixer.rewards import base as reward_base
-    from fairseq_mixer.rollout import decoder_features, sampling
+    from fairseq_mixer.rollout import sampling
 
-    for module, flag in (
-        (sampling, "LEAN_TRANSFORMER_STEP"), (sampling, "LEAN_LSTM_STEP"),
-        (sampling, "LAUNCH_BOUND_ON_CUDA"), (sampling, "CUDA_GRAPH_ON_CUDA"), (sampling, "PREFILL"),
-        (reward_base, "COMPILED_ON_CPU"), (decoder_features, "PACKED_TRANSFORMER_PASS"),
-    ):  # fmt: skip
-        monkeypatch.setattr(module, flag, getattr(module, flag))  # restored after the test
-    two_pass = bench.build_bench(
-        bench.make_job(synthetic_bin, arch, bench.QUICK, "cpu", 1, rollout="two_pass")
-    )
+    # restored after the test: building a bench and the check both set it
+    monkeypatch.setattr(sampling, "CUDA_GRAPH_ON_CUDA", sampling.CUDA_GRAPH_ON_CUDA)
+    two_pass = build_bench(make_job(synthetic_bin, arch, QUICK, "cpu", 1, rollout="two_pass"))
     monkeypatch.setattr(
         sampling, "uses_fixed_shape_loop", lambda device: sampling.CUDA_GRAPH_ON_CUDA
     )
@@ -112,7 +121,41 @@ def test_graph_loop_agreement_counts_the_sentences_both_loops_sample_alike(
         "_decode_with_fixed_shapes",
         lambda *args: loops.append(args) or original(*args),
     )
-    agreement = bench.graph_loop_agreement(two_pass)
+    agreement = graph_loop_agreement(two_pass)
     sentences = sum(batch["nsentences"] for batch in two_pass.batches)
     assert agreement == {"same": sentences, "sentences": sentences}
     assert len(loops) == len(two_pass.batches)
+
+
+def test_the_bench_takes_only_options_of_the_plugin(monkeypatch):
+    """The switches that timed replaced code (the figures of the code before) are gone."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench
+
+    args = bench.parse_args(["--rollout", "two_pass", "--stage-s", "2", "--cuda-loop", "graph"])
+    assert (args.rollout, args.stage_s, args.cuda_loop) == ("two_pass", 2, "graph")
+    for removed in (
+        ["--teacher-forced", "padded"], ["--prefill", "off"], ["--lstm-step", "fairseq"],
+        ["--transformer-step", "fairseq"], ["--reward-counts", "tensor"],
+        ["--cuda-loop", "synchronising"],
+    ):  # fmt: skip
+        with pytest.raises(SystemExit):
+            bench.parse_args(removed)
+
+
+def test_a_method_added_to_the_list_is_timed_beside_mixer(synthetic_bin, monkeypatch):
+    """One more `Method` in `methods()` is all the update-cost measurement needs."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    from benchmarks import methods, setup, update_cost
+    from benchmarks.sizes import QUICK
+
+    plain = methods.Method("plain", "cross-entropy", ("--criterion", "cross_entropy"))
+    monkeypatch.setattr(
+        setup, "methods", lambda *args: (*methods.methods(*args)[:1], plain, methods.methods()[1])
+    )
+    settings = replace(QUICK, batches=1, warmup_pairs=0, timed_pairs=3)
+    bench = setup.build_bench(setup.make_job(synthetic_bin, "lstm", settings, "cpu", 1))
+    figures = update_cost.time_updates(bench, settings)
+    assert set(figures["ratios"]) == {"mixer", "plain"}
+    assert len(figures["plain_ms_each"]) == len(figures["mixer_ms_each"]) == 3
+    assert figures["ratios"]["plain"] == figures["plain_ms"] / figures["xent_ms"]

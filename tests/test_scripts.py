@@ -1,6 +1,7 @@
 """scripts/evaluate.py, scripts/plot.py and scripts/run_recipe.py: their parsing, scoring,
 plotting and step-skipping logic, and one end-to-end run of the tiny recipe."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -15,6 +16,7 @@ import sacrebleu
 from conftest import REPO
 
 SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # run_recipe imports recipe_overrides beside it
 
 
 def load_script(name: str):
@@ -28,6 +30,7 @@ def load_script(name: str):
 evaluate = load_script("evaluate")
 plot = load_script("plot")
 run_recipe = load_script("run_recipe")
+recipe_overrides = sys.modules["recipe_overrides"]
 
 # What fairseq-generate prints (stdout, then its log on stderr), sentences out of id order.
 GENERATE_OUTPUT = """\
@@ -331,32 +334,155 @@ def test_share_xent_from_links_a_finished_xent_of_the_same_settings(tmp_path):
         run_recipe.main([str(other_path), "--workdir", str(tmp_path / "third"), *shared])
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "multi30k",
-        "multi30k_long",
-        "multi30k_lr1e-4",
-        "multi30k_lr1e-4_long",
-        "multi30k_self_critical",
-        "multi30k_gpu",
-        "multi30k_lr1e-4_stage3",
-        "multi30k_lr1e-4_xent025",
-        "multi30k_release_sgd",
-        "gigaword",
-        "gigaword_lr1e-4",
-        "gigaword_lr1e-4_long",
-        "gigaword_lr1e-4_16ep",
-        "gigaword_self_critical",
-        "gigaword_leave_one_out",
-        "demo_tiny",
-    ],
-)
-def test_shipped_recipes_load(name, tmp_path):
-    recipe = run_recipe.load_recipe(SCRIPTS / "recipes" / f"{name}.json", tmp_path)
-    assert str(tmp_path) in recipe["data"]["bin"]
+# Each shipped recipe, resolved (its base and changes applied, {workdir} = /workdir), as
+# `settings_fingerprint` reads it. They were taken from the 16 whole files of commit 3565f87,
+# before 13 of them became a base and changes: the changed ones resolve to the very settings
+# they had (the order of a step's flags aside: a flag new to the base comes last).
+RECIPE_FINGERPRINTS = {
+    "demo_tiny": "645e889f265e23dd",
+    "gigaword": "815c1a846812a8b4",
+    "gigaword_leave_one_out": "9a59fed99c89f131",
+    "gigaword_lr1e-4": "e2263d70d7c0c5e3",
+    "gigaword_lr1e-4_16ep": "871448ae4747491f",
+    "gigaword_lr1e-4_long": "ba0c79113acc5546",
+    "gigaword_self_critical": "a30192752a1eaa9b",
+    "multi30k": "e72e3f47ed982afa",
+    "multi30k_gpu": "a88e8024d86f3c08",
+    "multi30k_long": "9b4aa13b0dd95e50",
+    "multi30k_lr1e-4": "61c4a027f3ad1056",
+    "multi30k_lr1e-4_long": "9f8777b4cb95beb8",
+    "multi30k_lr1e-4_stage3": "249bf2dce1479f6e",
+    "multi30k_lr1e-4_xent025": "ab31e0122d468d38",
+    "multi30k_release_sgd": "a42c53c6344fef6b",
+    "multi30k_self_critical": "77e7f5799e8bb7ed",
+}
+BASE_RECIPES = {"multi30k", "gigaword", "demo_tiny"}
+
+
+def settings_fingerprint(recipe: dict) -> str:
+    """A digest of every setting: each step's flags as fairseq reads them (in any order),
+    every other key as it is."""
+    settings = {
+        key: run_recipe.flag_groups(value) if key in recipe_overrides.FLAG_STEPS else value
+        for key, value in recipe.items()
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_every_shipped_recipe_is_fingerprinted():
+    shipped = {path.stem for path in (SCRIPTS / "recipes").glob("*.json")}
+    assert shipped == set(RECIPE_FINGERPRINTS)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_FINGERPRINTS))
+def test_shipped_recipes_resolve_to_their_settings(name):
+    path = SCRIPTS / "recipes" / f"{name}.json"
+    recipe = run_recipe.load_recipe(path, Path("/workdir"))
+    assert settings_fingerprint(recipe) == RECIPE_FINGERPRINTS[name]
+    assert "/workdir" in recipe["data"]["bin"]
     for step in run_recipe.TRAIN_STEPS:
-        assert "--max-epoch" in run_recipe.train_command(recipe, step, tmp_path, cpu=True)
+        assert "--max-epoch" in run_recipe.train_command(recipe, step, Path("/workdir"), True)
+    assert ("base" in json.loads(path.read_text())) == (name not in BASE_RECIPES)
+
+
+def test_set_replaces_a_flag_where_it_stands_appends_a_new_one_and_null_removes_it():
+    flags = ["--lr", "0.1", "--eval-bleu", "--max-epoch", "4"]
+    set_flag = recipe_overrides.set_flag
+    assert set_flag(flags, "lr", "0.2") == ["--lr", "0.2", "--eval-bleu", "--max-epoch", "4"]
+    assert set_flag(flags, "mixer_delta", "3") == [*flags, "--mixer-delta", "3"]
+    assert set_flag(flags, "max-epoch", None) == ["--lr", "0.1", "--eval-bleu"]
+    assert set_flag(flags, "eval-bleu", None) == ["--lr", "0.1", "--max-epoch", "4"]
+    assert set_flag(flags, "no-save", True) == [*flags, "--no-save"]
+    with pytest.raises(recipe_overrides.RecipeError, match="not among the flags"):
+        set_flag(flags, "seed", None)
+    with pytest.raises(recipe_overrides.RecipeError, match="a string, true or null"):
+        set_flag(flags, "lr", 0.2)
+
+
+def test_command_line_overrides_are_parsed():
+    parse = recipe_overrides.parse_override
+    assert parse("mixer.lr=0.0001") == ("mixer.lr", "0.0001")
+    assert parse("mixer.mixer-baseline-bias-scale=null") == (
+        "mixer.mixer-baseline-bias-scale",
+        None,
+    )
+    assert parse("xent.no-save") == ("xent.no-save", True)
+    assert parse("evaluate.batch_size=256") == ("evaluate.batch_size", 256)
+    assert parse("evaluate.beams=[1,5]") == ("evaluate.beams", [1, 5])
+    assert parse("finetune_from=checkpoint_last.pt") == ("finetune_from", "checkpoint_last.pt")
+    with pytest.raises(recipe_overrides.RecipeError, match="KEY=VALUE"):
+        parse("evaluate.batch_size")
+
+
+def test_a_recipe_names_its_base_and_changes_it(tmp_path):
+    fake_recipe(tmp_path)
+    (tmp_path / "variants").mkdir()
+    middle = {"base": "../fake.json", "set": {"mixer.max-epoch": "3", "xent_more.max-epoch": "3"}}
+    (tmp_path / "variants" / "middle.json").write_text(json.dumps(middle))
+    top = {
+        "base": "middle.json", "description": "two changes on top of one",
+        "model": ["--arch", "transformer"],
+        "set": {"mixer.lr": "0.5", "train.optimizer": None, "evaluate.beams": [1, 5]},
+    }  # fmt: skip
+    (tmp_path / "variants" / "top.json").write_text(json.dumps(top))
+    recipe = run_recipe.load_recipe(tmp_path / "variants" / "top.json", tmp_path / "w")
+    whole = json.loads((tmp_path / "fake.json").read_text())
+    assert recipe["mixer"] == ["--max-epoch", "3", "--lr", "0.5"]
+    assert recipe["xent_more"] == ["--max-epoch", "3"]
+    assert recipe["train"] == []
+    assert recipe["model"] == ["--arch", "transformer"]
+    assert recipe["evaluate"] == {**whole["evaluate"], "beams": [1, 5]}
+    assert recipe["description"] == "two changes on top of one"
+    assert "base" not in recipe and "set" not in recipe
+    command_line = [("mixer.lr", "0.25"), ("evaluate.references", {"test": "{workdir}/ref.txt"})]
+    recipe = run_recipe.load_recipe(
+        tmp_path / "variants" / "top.json", tmp_path / "w", command_line
+    )
+    assert recipe["mixer"] == ["--max-epoch", "3", "--lr", "0.25"]
+    assert recipe["evaluate"]["references"] == {"test": f"{tmp_path / 'w'}/ref.txt"}
+
+
+def test_recipe_override_errors(tmp_path):
+    fake = fake_recipe(tmp_path)
+    with pytest.raises(run_recipe.RecipeError, match="--max-epoch is 9 for mixer but 1"):
+        run_recipe.load_recipe(fake, tmp_path, [("mixer.max-epoch", "9")])
+    with pytest.raises(run_recipe.RecipeError, match="no object 'nothing'"):
+        run_recipe.load_recipe(fake, tmp_path, [("nothing.here", 1)])
+    (tmp_path / "a.json").write_text(json.dumps({"base": "b.json"}))
+    (tmp_path / "b.json").write_text(json.dumps({"base": "a.json"}))
+    with pytest.raises(run_recipe.RecipeError, match="cycle"):
+        run_recipe.load_recipe(tmp_path / "a.json", tmp_path)
+
+
+def test_show_prints_the_resolved_recipe_and_runs_nothing(tmp_path, capsys):
+    workdir = tmp_path / "work"
+    args = [str(fake_recipe(tmp_path)), "--workdir", str(workdir), "--show", "--seed", "5"]
+    run_recipe.main([*args, "--set", "mixer.lr=0.3", "--set", "evaluate.batch_size=8"])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["mixer"] == ["--max-epoch", "1", "--lr", "0.3", "--seed", "5"]
+    assert shown["evaluate"]["batch_size"] == 8
+    assert shown["data"]["bin"] == f"{workdir}/data/bin"
+    assert not workdir.exists()
+
+
+def test_commands_are_the_same_whatever_the_order_of_their_flags():
+    command = ["fairseq-train", "bin", "--lr", "0.1", "--eval-bleu", "--seed", "1", "--seed", "2"]
+    reordered = ["fairseq-train", "bin", "--seed", "1", "--eval-bleu", "--seed", "2", "--lr", "0.1"]
+    assert run_recipe.same_commands([command], [reordered])
+    last_seed_first = [
+        "fairseq-train",
+        "bin",
+        "--lr",
+        "0.1",
+        "--eval-bleu",
+        "--seed",
+        "2",
+        "--seed",
+        "1",
+    ]
+    assert not run_recipe.same_commands([command], [last_seed_first])
+    assert not run_recipe.same_commands([command], [["fairseq-train", "other", *command[2:]]])
+    assert not run_recipe.same_commands([command], [command, command])
 
 
 @pytest.mark.slow

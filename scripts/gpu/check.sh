@@ -15,12 +15,13 @@
 #      test_packed_transformer_pass.py and test_rewards.py named *cuda*).
 # STAGES (default "recipe half bench") picks 2 and the rest of 3 (recipe), the half-precision
 # runs of 3 (half), 4 (bench, with BENCH_FLAGS, by default none; bench_before: the bench again
-# with BEFORE_FLAGS, by default "--lstm-step fairseq --cuda-loop synchronising", the loops
-# before the lean LSTM step and the launch-bound loop; BEFORE_FLAGS= gives the defaults),
-# 5 (start) and 6 (tests_cuda). The CUDA-graph loops (both models in two passes) and the packed
-# teacher-forced pass, not yet measured, against the defaults with the padded pass:
+# with BEFORE_FLAGS, by default none: the plugin's defaults, to compare BENCH_FLAGS with),
+# 5 (start) and 6 (tests_cuda). The CUDA-graph loops (both models in two passes), not yet
+# measured, against the launch-bound loops of the same rollout:
 #   OUT=DIR STAGES="tests_cuda bench bench_before" BENCH_FLAGS="--cuda-loop graph --rollout two_pass" \
-#       BEFORE_FLAGS="--teacher-forced padded" bash scripts/gpu/check.sh
+#       BEFORE_FLAGS="--rollout two_pass" bash scripts/gpu/check.sh
+# (bench.py takes only options of the plugin: --rollout, --stage-s, --cuda-loop; the switches
+# that gave the figures of replaced code, such as --teacher-forced padded, are gone.)
 # Everything is logged under /tmp/gpu_logs and packed into $OUT/gpu_run.tar.gz after each stage.
 # Prepare .whl/ (git-ignored) on a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
@@ -99,7 +100,8 @@ fi
 
 # MIXER in half precision from that XENT model, one epoch (s = 22).
 if has half; then
-FLAGS=$($PY -c "import json, sys; r = json.load(open(sys.argv[1])); print(' '.join(r['train'] + r['model'] + r['mixer']))" $RECIPE)
+FLAGS=$($PY scripts/run_recipe.py $RECIPE --workdir $WORK --show \
+  | $PY -c "import json, sys; r = json.load(sys.stdin); print(' '.join(r['train'] + r['model'] + r['mixer']))")
 for P in bf16 fp16; do
   [ "$DEVICE" = cpu ] && [ $P = fp16 ] && continue
   [ $(left) -lt 200 ] && { echo "no time left for --$P"; continue; }
@@ -140,5 +142,5 @@ bench_run() {  # NAME [bench.py flags]
 # shellcheck disable=SC2086  # BENCH_FLAGS is a list of flags
 has bench && bench_run bench ${BENCH_FLAGS:-}
 # shellcheck disable=SC2086  # BEFORE_FLAGS is a list of flags
-has bench_before && bench_run bench_before ${BEFORE_FLAGS---lstm-step fairseq --cuda-loop synchronising}
+has bench_before && bench_run bench_before ${BEFORE_FLAGS:-}
 pack; stamp done
