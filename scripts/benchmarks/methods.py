@@ -21,6 +21,12 @@ MIXER_FLAGS = (
 )  # fmt: skip
 
 
+# DAD at eps = 0 (set before every update), its most expensive update: every input after the
+# BOS is the model's own draw. E2E follows the task's stage (MIXER's): soft inputs after s.
+DAD_FLAGS = ("--criterion", "dad", "--label-smoothing", "0.1")
+E2E_FLAGS = ("--criterion", "e2e", "--label-smoothing", "0.1")
+
+
 @dataclass(frozen=True)
 class Method:
     """A criterion as fairseq-train is given it, and what it needs before each update."""
@@ -38,6 +44,12 @@ def set_mixer_stage(criterion: Any, task: Any, number: int) -> None:
     criterion.set_mixer_stage(task.stage, number)
 
 
+def set_dad_eps_zero(criterion: Any, task: Any, number: int) -> None:
+    """DAD with every input drawn from the model (eps = 0), seeded by the update number."""
+    criterion.set_mixer_stage(task.stage, number)
+    criterion.set_reference_probability(0.0)
+
+
 def mixer_flags(rollout: str, stage_s: int) -> tuple[str, ...]:
     """The MIXER criterion's flags for a bench in the mixed stage with `stage_s`."""
     return (*MIXER_FLAGS, "--mixer-unroll-steps", str(stage_s + 3), "--mixer-rollout", rollout)
@@ -47,5 +59,7 @@ def methods(rollout: str = "auto", stage_s: int = 1) -> tuple[Method, ...]:
     """The methods measured, MIXER first (the task is built from its flags), XENT last."""
     return (
         Method("mixer", "MIXER", mixer_flags(rollout, stage_s), set_mixer_stage),
+        Method("dad", "DAD", DAD_FLAGS, set_dad_eps_zero),
+        Method("e2e", "E2E", E2E_FLAGS, set_mixer_stage),
         Method(REFERENCE, "XENT", XENT_FLAGS),
     )

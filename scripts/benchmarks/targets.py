@@ -13,6 +13,9 @@ REWARD_SHARE_LIMIT = 0.05
 REWARD_SPEEDUP_LIMIT = 20.0
 MEMORY_RATIO_LIMIT = 1.3
 DECODE_SPEEDUP_LIMIT = 5.0
+# issue 17, on the CPU: DAD and E2E update time over XENT's, by architecture (DAD on the
+# transformer takes two passes); their peak memory at most MEMORY_RATIO_LIMIT of XENT's
+FED_BACK_RATIO_LIMIT = {("dad", "lstm"): 1.3, ("dad", "transformer"): 1.8, ("e2e", "lstm"): 1.5}
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Target:
 
 
 def targets_of(results: dict, device: str) -> dict[str, Target]:
-    """Every target of issue 4, keyed by a short id (MIXER's; other methods have none)."""
+    """Every target, keyed by a short id: MIXER's (issue 4), DAD's and E2E's (issue 17)."""
     found = {}
     for arch in ARCHS:
         found[f"update_{arch}"] = Target(
@@ -51,6 +54,21 @@ def targets_of(results: dict, device: str) -> dict[str, Target]:
             MEMORY_RATIO_LIMIT,
             at_most=True,
         )
+    for (method, arch), limit in FED_BACK_RATIO_LIMIT.items():
+        ratios = results["update"].get(arch, {}).get("ratios", {})
+        if device == "cpu" and method in ratios:
+            found[f"update_{method}_{arch}"] = Target(
+                f"{method.upper()}/XENT update time, {arch}", ratios[method], limit, at_most=True
+            )
+    for arch in ARCHS:
+        for method, ratio in results["memory"][arch].get("ratios", {}).items():
+            if method in ("dad", "e2e"):
+                found[f"memory_{method}_{arch}"] = Target(
+                    f"{method.upper()}/XENT peak memory, {arch}",
+                    ratio,
+                    MEMORY_RATIO_LIMIT,
+                    at_most=True,
+                )
     for name in REWARDS:
         reward = results["reward"][name]
         found[f"reward_speedup_{name}"] = Target(
