@@ -13,8 +13,8 @@ from fairseq_mixer.rollout.packed_transformer_pass import (
 from fairseq_mixer.rollout.positions import at_positions
 
 # Whether a teacher-forced pass over samples runs fairseq's transformer decoder on their
-# tokens only (`packed_transformer_features`); the bench turns it off for the figures of the
-# padded pass.
+# tokens only (`packed_transformer_features`); tests turn it off to compare with the padded
+# pass.
 PACKED_TRANSFORMER_PASS = True
 
 _ABSTRACT_EXTRACT_FEATURES = (

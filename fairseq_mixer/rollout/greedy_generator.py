@@ -32,11 +32,9 @@ Hypothesis = dict[str, Tensor]
 # takes lm_model, lm_weight and tokens_to_suppress where they ask for nothing
 PASSED_THROUGH = ("eos", "symbols_to_strip_from_output", "max_len")
 
-# Whether decoding on CUDA looks at which sentences ended only every STEPS_BETWEEN_SYNCS
-# steps (launch-bound: no wait for the device within a step; the ended rows keep stepping,
-# fed EOS, until the next look). Not yet measured on a GPU; the bench's `--cuda-loop
-# synchronising` turns it off, as for the sampling loops.
-LAUNCH_BOUND_ON_CUDA = True
+# On CUDA, decoding looks at which sentences ended only every STEPS_BETWEEN_SYNCS steps
+# (launch-bound: no wait for the device within a step; the ended rows keep stepping, fed EOS,
+# until the next look).
 STEPS_BETWEEN_SYNCS = 8
 
 
@@ -269,7 +267,7 @@ class GreedyGenerator(nn.Module):
 def uses_launch_bound_loop(device: torch.device) -> bool:
     """Whether greedy decoding on `device` looks at the ended sentences only every few steps:
     on CUDA, where each look waits for the device."""
-    return LAUNCH_BOUND_ON_CUDA and device.type == "cuda"
+    return device.type == "cuda"
 
 
 def greedy_fallback_reason(

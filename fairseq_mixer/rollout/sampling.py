@@ -24,23 +24,15 @@ ROLLOUTS = ("auto", "one_pass", "two_pass")
 
 # Whether the no-grad loop steps fairseq's TransformerDecoder with the lean step of
 # transformer_step, and both loops step fairseq's LSTMDecoder with that of lstm_step (same
-# numbers, less overhead); tests and the bench turn them off to compare.
+# numbers, less overhead); tests turn them off to compare.
 LEAN_TRANSFORMER_STEP = True
 LEAN_LSTM_STEP = True
-
-# Whether the decoding loop runs launch-bound (see `_decode`) on CUDA devices; the bench
-# turns it off for the figures of the synchronising loop.
-LAUNCH_BOUND_ON_CUDA = True
 
 # Whether the no-grad loop of a lean state (the transformer's; the LSTM's under
 # `--mixer-rollout two_pass`) on CUDA runs with fixed shapes, its steps replayed from one CUDA
 # graph (`_decode_with_fixed_shapes`). Off until measured on a GPU: the bench's
 # `--cuda-loop graph` turns it on.
 CUDA_GRAPH_ON_CUDA = False
-
-# Whether the no-grad loop of the lean transformer state feeds the steps before any row
-# draws at once (`_prefill`); the bench turns it off for the figures of the code before.
-PREFILL = True
 
 # In a launch-bound loop, the steps between two looks at how many rows still decode (each
 # look waits for the device).
@@ -201,7 +193,7 @@ def sample_and_score_after_prefix(
 def uses_launch_bound_loop(device: torch.device) -> bool:
     """Whether `_decode` runs launch-bound on `device`: on CUDA, where a small model's step
     costs its kernel launches and every wait for the device leaves it idle."""
-    return LAUNCH_BOUND_ON_CUDA and device.type == "cuda"
+    return device.type == "cuda"
 
 
 def uses_fixed_shape_loop(device: torch.device) -> bool:
@@ -267,7 +259,7 @@ def _prefill(batch) -> int:
     reference prefix) at once, where the decoder's state can (the lean transformer state,
     whose `prefill` runs them as one parallel pass instead of a step each); returns how many
     steps it fed. In the mixed stages with a long prefix, most of the loop's steps."""
-    if not PREFILL or not hasattr(batch.lean, "prefill"):
+    if not hasattr(batch.lean, "prefill"):
         return 0
     first = int(batch.prefix.min())
     if first < 2:
