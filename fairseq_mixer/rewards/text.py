@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,6 +130,8 @@ class TextDecoder:
             self.hyp_table[unk] = SHARED_UNK if unk_matches else HYP_UNK
             self.ref_table[unk] = SHARED_UNK if unk_matches else REF_UNK
         self.detokenise = form.detokeniser()
+        identity = form.detok in ("none", "space")
+        self.piece_words = piece_words(self.hyp_table[:-1], form.post_process) if identity else None
 
     def lengths(self, tokens: np.ndarray) -> np.ndarray:
         """[B]: the position of each row's first eos or pad (its length without one)."""
@@ -161,3 +164,80 @@ class TextDecoder:
         return [
             detokenise(process(line.strip(" "), symbol)) for line in joined.split(_LINE_BREAK)[:-1]
         ]
+
+    def word_keys(
+        self, tokens: np.ndarray, side: str
+    ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """The words of rows [B, L] read off their pieces (needs :attr:`piece_words`):
+        (keys, the text of long words, words per row [B], rows to decode as text [B] bool).
+
+        A key >= 0 holds a word's pieces (see :func:`.ragged.piece_word_keys`); a key k < 0
+        stands for the long word ``long_words[-1 - k]``.
+        """
+        from .ragged import piece_word_keys
+
+        rule = self.piece_words
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        keys = np.empty(tokens.size, dtype=np.int64)
+        spans = np.empty((tokens.size, 3), dtype=np.int64)
+        counts = np.zeros(tokens.shape[0], dtype=np.int64)
+        fallback = np.zeros(tokens.shape[0], dtype=np.bool_)
+        bos = -1 if self.bos is None else self.bos
+        found, long_count = piece_word_keys(
+            tokens, self.pad, self.eos, bos, rule.before, rule.after, rule.irregular, rule.bits,
+            rule.max_pieces, keys, spans, counts, fallback,
+        )  # fmt: skip
+        long_words = [
+            self.pieces_text([tok for tok in tokens[row, start:end].tolist() if tok != bos], side)
+            for row, start, end in spans[:long_count].tolist()
+        ]
+        return keys[:found], long_words, counts, fallback
+
+    def key_text(self, key: int, side: str) -> str:
+        """The scored text of the word of a :meth:`word_keys` key >= 0."""
+        mask, bits, pieces = (1 << self.piece_words.bits) - 1, self.piece_words.bits, []
+        while key:
+            pieces.append((key & mask) - 1)
+            key >>= bits
+        return self.pieces_text(pieces[::-1], side)
+
+    def pieces_text(self, pieces: Sequence[int], side: str) -> str:
+        """The scored text of pieces (ids); ``side`` is "hyp" or "ref" (the <unk> string)."""
+        table = self.hyp_table if side == "hyp" else self.ref_table
+        symbols = " ".join(map(table.__getitem__, pieces))
+        return fairseq_post_process()(symbols, self.form.post_process)
+
+
+class PieceWords(NamedTuple):
+    """Where words start and end among dictionary pieces, for :func:`.piece_word_keys`."""
+
+    before: np.ndarray  # [V] bool: a word starts at this piece
+    after: np.ndarray  # [V] bool: a word ends after this piece
+    irregular: np.ndarray  # [V] bool: the rule does not hold for this piece: decode as text
+    bits: int  # bits of one piece in a word key
+    max_pieces: int  # pieces a 63-bit key holds
+
+
+def piece_words(table: Sequence[str], symbol: str) -> PieceWords | None:
+    """The word rule of fairseq's post-processing ``symbol`` on the pieces of ``table``, or None
+    where words cannot be read off the pieces (the text is then decoded line by line).
+
+    sentencepiece: a word starts at a piece beginning with ``▁``; subword_nmt (``@@ ``): a word
+    ends after a piece that does not end with ``@@``; none: every piece is a word. A piece
+    holding whitespace, or a ``▁`` after its first character, is irregular.
+    """
+    size = len(table)
+    before, after, irregular = (np.zeros(size, dtype=np.bool_) for _ in range(3))
+    for index, piece in enumerate(table):
+        irregular[index] = any(char.isspace() for char in piece)
+        if symbol == "sentencepiece":
+            before[index] = piece.startswith("\u2581")
+            irregular[index] |= "\u2581" in piece[1:]
+        elif symbol in ("subword_nmt", "@@ "):
+            after[index] = not piece.endswith("@@")
+        elif symbol == "none":
+            before[index] = after[index] = True
+        else:
+            return None
+    bits = max(size.bit_length(), 1)
+    return PieceWords(before, after, irregular, bits, 63 // bits)

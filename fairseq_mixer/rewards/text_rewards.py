@@ -13,14 +13,17 @@ n-gram counting of :mod:`.compiled` scores the batch (:mod:`.ragged`):
 Where it costs Python time, work is done once: a word's tokens once per distinct word
 (sacrebleu's 13a, intl, char and none tokenisers act within whitespace words; the others once
 per distinct sentence), a reference's units once per distinct reference (keyed by its token
-ids). The hypotheses of a batch are decoded with one join.
+ids). A hypothesis word is looked up by its pieces where the post-processing lets the pieces
+show the words (sentencepiece, subword_nmt, none; no detokeniser): no text is built for it.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
+from operator import itemgetter
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -63,42 +66,96 @@ class Ragged(NamedTuple):
         return Ragged(ids.astype(np.int64, copy=False), starts)
 
 
-class Interned(dict):
-    """A piece of text -> the tuple of interned ids of its units (``split`` gives the units);
-    ``vocab`` (unit -> id) is shared by hypotheses and references."""
+#: The units of one piece of text (a word, or a line), one tuple of integers per channel.
+Channels = tuple[tuple[int, ...], ...]
 
-    def __init__(self, split: Callable[[str], Sequence[str]], vocab: dict[str, int]):
+
+class Cache(dict):
+    """``key -> compute(key)``, computed on the first look-up."""
+
+    def __init__(self, compute: Callable[[Any], Any]):
         super().__init__()
-        self.split = split
-        self.vocab = vocab
+        self.compute = compute
 
-    def __missing__(self, text: str) -> tuple[int, ...]:
-        vocab = self.vocab
-        ids = tuple([vocab.setdefault(unit, len(vocab)) for unit in self.split(text)])
-        self[text] = ids
-        return ids
+    def __missing__(self, key):
+        value = self[key] = self.compute(key)
+        return value
 
 
-def interned_units(lines: Sequence[str], interned: Interned, per_word: bool) -> Ragged:
-    """The interned units of each line: of each whitespace word when ``per_word``, else of
-    the whole line."""
-    pieces = [line.split() for line in lines] if per_word else [[line] for line in lines]
-    ids_of_pieces = list(map(interned.__getitem__, chain.from_iterable(pieces)))
-    unit_ends = np.zeros(len(ids_of_pieces) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, ids_of_pieces), np.int64, len(ids_of_pieces)), out=unit_ends[1:])
-    piece_ends = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)), out=piece_ends[1:])
-    ids = np.fromiter(chain.from_iterable(ids_of_pieces), np.int64, int(unit_ends[-1]))
-    return Ragged(ids, unit_ends[piece_ends])
+def ragged_channels(entries: Sequence[Channels], counts: np.ndarray, channels: int) -> list[Ragged]:
+    """Concatenated units of consecutive entries, ``counts[i]`` entries for sentence i."""
+    entry_ends = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=entry_ends[1:])
+    out = []
+    for channel in range(channels):
+        parts = list(map(itemgetter(channel), entries))
+        unit_ends = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=unit_ends[1:])
+        ids = np.fromiter(chain.from_iterable(parts), np.int64, int(unit_ends[-1]))
+        out.append(Ragged(ids, unit_ends[entry_ends]))
+    return out
 
 
-def code_points(lines: Sequence[str]) -> Ragged:
-    """The characters of each line without its whitespace, as unicode code points."""
-    squeezed = ["".join(line.split()) for line in lines]
-    starts = np.zeros(len(squeezed) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, squeezed), np.int64, len(squeezed)), out=starts[1:])
-    ids = np.frombuffer("".join(squeezed).encode("utf-32-le"), dtype=np.uint32)
-    return Ragged(ids.astype(np.int64), starts)
+class UnitArena:
+    """The units of many words end to end, one growing array per channel: entry i of channel
+    c is ``units[c][starts[c][i]:][:lengths[c][i]]``. Sentences gather their words' units in
+    one compiled call."""
+
+    def __init__(self, channels: int):
+        self.channels = channels
+        self.clear()
+
+    def clear(self) -> None:
+        self.size = 0
+        self.used = [0] * self.channels
+        self.units = [np.empty(4096, dtype=np.int64) for _ in range(self.channels)]
+        self.starts = [np.empty(1024, dtype=np.int64) for _ in range(self.channels)]
+        self.lengths = [np.empty(1024, dtype=np.int64) for _ in range(self.channels)]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, entry: Channels) -> int:
+        """Stores one word's units; returns its entry id."""
+        index = self.size
+        if index == len(self.starts[0]):
+            self.starts = [np.resize(array, 2 * index) for array in self.starts]
+            self.lengths = [np.resize(array, 2 * index) for array in self.lengths]
+        for channel, units in enumerate(entry):
+            used, count = self.used[channel], len(units)
+            if used + count > len(self.units[channel]):
+                self.units[channel] = np.resize(self.units[channel], 2 * (used + count))
+            self.units[channel][used : used + count] = units
+            self.starts[channel][index], self.lengths[channel][index] = used, count
+            self.used[channel] = used + count
+        self.size = index + 1
+        return index
+
+    def gather(self, entries: np.ndarray, counts: np.ndarray) -> list[Ragged]:
+        """The units of sentences made of ``counts[b]`` consecutive ``entries`` each."""
+        from .ragged import gather_entries
+
+        out = []
+        for channel in range(self.channels):
+            starts, lengths = self.starts[channel], self.lengths[channel]
+            ids = np.empty(int(lengths[entries].sum()), dtype=np.int64)
+            sentence_starts = np.empty(len(counts) + 1, dtype=np.int64)
+            gather_entries(
+                entries, counts, starts, lengths, self.units[channel], ids, sentence_starts
+            )
+            out.append(Ragged(ids, sentence_starts))
+        return out
+
+
+def merge_rows(others: list[Ragged], chosen: list[Ragged], is_chosen: np.ndarray) -> list[Ragged]:
+    """The channels of all sentences, in order, from those of the sentences not ``is_chosen``
+    and those of the chosen ones."""
+    merged = []
+    for other, picked in zip(others, chosen, strict=True):
+        other_rows, chosen_rows = iter(other.split()), iter(picked.split())
+        rows = [next(chosen_rows if flag else other_rows) for flag in is_chosen.tolist()]
+        merged.append(Ragged.join(rows))
+    return merged
 
 
 def sacrebleu_signature(metric: Any) -> str:
@@ -110,9 +167,14 @@ def sacrebleu_signature(metric: Any) -> str:
 class TextReward(Reward):
     """A sentence-level reward of the decoded text of ids; ``symbols`` are the target
     dictionary's strings, ``text`` how they become the scored text. ``start`` is ignored:
-    the whole sentence is scored."""
+    the whole sentence is scored.
+
+    A subclass gives :meth:`text_units`, the units of a whitespace word (of a whole line when
+    ``per_word`` is false), one tuple per channel; a sentence's units are its words' in order.
+    """
 
     name: ClassVar[str]
+    channels: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -131,7 +193,14 @@ class TextReward(Reward):
         self.decoder = TextDecoder(
             symbols, self.text, pad=pad, eos=eos, unk=unk, bos=bos, unk_matches=unk_matches
         )
+        self.per_word = True
         self.vocab: dict[str, int] = {}
+        self.text_cache = Cache(self.text_units)
+        # word key -> entry id in the arena, per side (their <unk> strings differ)
+        self.arena = UnitArena(self.channels)
+        self.key_caches = {
+            side: Cache(partial(self.key_entry, side=side)) for side in ("hyp", "ref")
+        }
         self.reference_units: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
 
     def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
@@ -139,42 +208,98 @@ class TextReward(Reward):
         if hyp_tokens.size(0) == 0:
             return torch.zeros(0, dtype=torch.float, device=hyp_tokens.device)
         self.limit_caches()
-        hyp_units = self.units(self.decoder.lines(hyp_tokens.cpu().numpy(), "hyp"))
+        hyp_units = self.sentence_units(hyp_tokens.cpu().numpy(), "hyp")
         scores = self.score_units(hyp_units, self.references(ref_tokens.cpu().numpy()))
         return torch.from_numpy(scores).to(device=hyp_tokens.device, dtype=torch.float)
+
+    def intern(self, units: Sequence[str]) -> tuple[int, ...]:
+        """Integer ids of strings, shared by hypotheses and references."""
+        vocab = self.vocab
+        return tuple([vocab.setdefault(unit, len(vocab)) for unit in units])
+
+    @abstractmethod
+    def text_units(self, text: str) -> Channels:
+        """The units of a whitespace word (a line when not ``per_word``), per channel."""
+
+    def words_units(self, text: str) -> Channels:
+        """The units of text read off a word's pieces: none, one or (irregular pieces aside,
+        never) several whitespace words."""
+        words = text.split()
+        if len(words) == 1:
+            return self.text_cache[words[0]]
+        entries = [self.text_cache[word] for word in words]
+        return tuple(
+            tuple(chain.from_iterable(entry[channel] for entry in entries))
+            for channel in range(self.channels)
+        )
+
+    def units(self, lines: Sequence[str]) -> list[Ragged]:
+        """The units of each line, one :class:`Ragged` per channel."""
+        if self.per_word:
+            words = [line.split() for line in lines]
+        else:
+            words = [[line] for line in lines]
+        counts = np.fromiter(map(len, words), np.int64, len(words))
+        entries = list(map(self.text_cache.__getitem__, chain.from_iterable(words)))
+        return ragged_channels(entries, counts, self.channels)
+
+    def key_entry(self, key: int, side: str) -> int:
+        return self.arena.add(self.words_units(self.decoder.key_text(key, side)))
+
+    def sentence_units(self, tokens: np.ndarray, side: str) -> list[Ragged]:
+        """The units of the rows of [B, L]; ``side`` is "hyp" or "ref" (the <unk> string).
+
+        Where the pieces show the words, each word is looked up by its pieces (no text is
+        built); otherwise, and for rows with irregular pieces, the rows are decoded as text.
+        """
+        if self.decoder.piece_words is None or not self.per_word:
+            return self.units(self.decoder.lines(tokens, side))
+        keys, long_words, counts, fallback = self.decoder.word_keys(tokens, side)
+        if fallback.any():
+            as_text = self.units(self.decoder.lines(tokens[fallback], side))
+            if fallback.all():
+                return as_text
+            return merge_rows(self.sentence_units(tokens[~fallback], side), as_text, fallback)
+        cache = self.key_caches[side]
+        # long words have positional keys (< 0): in the cache for this batch only
+        for i, word in enumerate(long_words):
+            cache[-1 - i] = self.arena.add(self.words_units(word))
+        entries = np.fromiter(map(cache.__getitem__, keys.tolist()), np.int64, len(keys))
+        for i in range(len(long_words)):
+            del cache[-1 - i]
+        return self.arena.gather(entries, counts)
 
     def references(self, tokens: np.ndarray) -> list[Ragged]:
         """The units of each reference row, from the cache or decoded (and cached) now."""
         lengths = self.decoder.lengths(tokens).tolist()
         keys = [tuple(row[:length]) for row, length in zip(tokens.tolist(), lengths, strict=True)]
         cache = self.reference_units
-        missing = list({key: None for key in keys if key not in cache})
-        if missing:
+        found = list(map(cache.get, keys))
+        if None in found:
+            missing = list(
+                {key: None for key, units in zip(keys, found, strict=True) if units is None}
+            )
             width = max(map(len, missing)) + 1
             rows = np.full((len(missing), width), self.pad, dtype=np.int64)
             for i, key in enumerate(missing):
                 rows[i, : len(key)] = key
-            channels = self.units(self.decoder.lines(rows, "ref"))
+            channels = self.sentence_units(rows, "ref")
             for key, *units in zip(
                 missing, *(channel.split() for channel in channels), strict=True
             ):
                 cache[key] = tuple(units)
-        found = [cache[key] for key in keys]
-        return [Ragged.join([units[c] for units in found]) for c in range(len(found[0]))]
+            found = [cache[key] for key in keys]
+        return [Ragged.join([units[c] for units in found]) for c in range(self.channels)]
 
     def limit_caches(self) -> None:
         """Start the caches again when they hold too much (ids change: all go together)."""
-        if len(self.vocab) > CACHE_LIMIT or len(self.reference_units) > CACHE_LIMIT:
-            self.vocab.clear()
-            self.reference_units.clear()
-            self.clear_unit_caches()
-
-    def clear_unit_caches(self) -> None:
-        """Drop the cached units of words or sentences (their ids are no longer valid)."""
-
-    @abstractmethod
-    def units(self, lines: Sequence[str]) -> list[Ragged]:
-        """The integer units of each line, one :class:`Ragged` per channel."""
+        caches = (
+            self.vocab, self.text_cache, *self.key_caches.values(), self.reference_units,
+            self.arena,
+        )  # fmt: skip
+        if max(map(len, caches)) > CACHE_LIMIT:
+            for cache in caches:
+                cache.clear()
 
     @abstractmethod
     def score_units(self, hyp: list[Ragged], ref: list[Ragged]) -> np.ndarray:
@@ -242,19 +367,21 @@ class TextSentenceBleu(TextReward):
             effective_order=True,
         )
         self.per_word = tokenize in WORD_LOCAL_TOKENIZERS
-        self.tokens = Interned(self.metric_tokens, self.vocab)
 
     def metric_tokens(self, text: str) -> list[str]:
-        """sacrebleu's ``_preprocess_segment``, split: lowercased if asked, then tokenised."""
+        """sacrebleu's ``_preprocess_segment``, split: lowercased if asked, then tokenised.
+
+        13a changes only text with ASCII punctuation or symbols: a word of letters and digits
+        is its own token.
+        """
         if self.lowercase:
             text = text.lower()
+        if self.tokenize == "13a" and text.isalnum():
+            return [text]
         return self.metric.tokenizer(text.rstrip()).split()
 
-    def clear_unit_caches(self) -> None:
-        self.tokens.clear()
-
-    def units(self, lines: Sequence[str]) -> list[Ragged]:
-        return [interned_units(lines, self.tokens, self.per_word)]
+    def text_units(self, text: str) -> Channels:
+        return (self.intern(self.metric_tokens(text)),)
 
     def score_units(self, hyp: list[Ragged], ref: list[Ragged]) -> np.ndarray:
         from .compiled import SMOOTH_CODES
@@ -292,6 +419,7 @@ class TextChrf(TextReward):
     (chrF++ with ``word_order=2``)."""
 
     name = "chrf"
+    channels = 2
 
     def __init__(
         self,
@@ -327,19 +455,13 @@ class TextChrf(TextReward):
         self.metric = CHRF(
             char_order=char_order, word_order=word_order, beta=beta, lowercase=lowercase
         )
-        self.words = Interned(chrf_words, self.vocab)
 
-    def clear_unit_caches(self) -> None:
-        self.words.clear()
-
-    def units(self, lines: Sequence[str]) -> list[Ragged]:
+    def text_units(self, text: str) -> Channels:
+        """Characters as code points, and (for chrF++) the words with punctuation split off."""
         if self.lowercase:
-            lines = [line.lower() for line in lines]
-        if self.word_order == 0:
-            words = Ragged(np.zeros(0, dtype=np.int64), np.zeros(len(lines) + 1, dtype=np.int64))
-        else:
-            words = interned_units(lines, self.words, per_word=True)
-        return [code_points(lines), words]
+            text = text.lower()
+        words = self.intern(chrf_words(text)) if self.word_order else ()
+        return (tuple(map(ord, text)), words)
 
     def score_units(self, hyp: list[Ragged], ref: list[Ragged]) -> np.ndarray:
         from .ragged import ragged_chrf
@@ -352,10 +474,6 @@ class TextChrf(TextReward):
 
     def signature(self) -> str:
         return f"{sacrebleu_signature(self.metric)}|{self.text.describe()}"
-
-
-def _whitespace_words(word: str) -> tuple[str]:
-    return (word,)
 
 
 class _TextRouge(TextReward):
@@ -381,13 +499,9 @@ class _TextRouge(TextReward):
         if measure not in MEASURES:
             raise ValueError(f"unknown measure {measure!r}; expected one of {MEASURES}")
         self.measure = measure
-        self.words = Interned(_whitespace_words, self.vocab)
 
-    def clear_unit_caches(self) -> None:
-        self.words.clear()
-
-    def units(self, lines: Sequence[str]) -> list[Ragged]:
-        return [interned_units(lines, self.words, per_word=True)]
+    def text_units(self, text: str) -> Channels:
+        return (self.intern((text,)),)
 
     def score_units(self, hyp: list[Ragged], ref: list[Ragged]) -> np.ndarray:
         from . import ragged
