@@ -55,8 +55,10 @@ class Ragged(NamedTuple):
     ids: np.ndarray
     starts: np.ndarray
 
-    def split(self) -> list[np.ndarray]:
-        return np.split(self.ids, self.starts[1:-1])
+    def rows(self) -> list[np.ndarray]:
+        """Each sentence's units (views)."""
+        ids, starts = self.ids, self.starts.tolist()
+        return [ids[start:end] for start, end in zip(starts[:-1], starts[1:], strict=True)]
 
     @staticmethod
     def join(rows: Sequence[np.ndarray]) -> Ragged:
@@ -152,7 +154,7 @@ def merge_rows(others: list[Ragged], chosen: list[Ragged], is_chosen: np.ndarray
     and those of the chosen ones."""
     merged = []
     for other, picked in zip(others, chosen, strict=True):
-        other_rows, chosen_rows = iter(other.split()), iter(picked.split())
+        other_rows, chosen_rows = iter(other.rows()), iter(picked.rows())
         rows = [next(chosen_rows if flag else other_rows) for flag in is_chosen.tolist()]
         merged.append(Ragged.join(rows))
     return merged
@@ -276,17 +278,9 @@ class TextReward(Reward):
         cache = self.reference_units
         found = list(map(cache.get, keys))
         if None in found:
-            missing = list(
-                {key: None for key, units in zip(keys, found, strict=True) if units is None}
-            )
-            width = max(map(len, missing)) + 1
-            rows = np.full((len(missing), width), self.pad, dtype=np.int64)
-            for i, key in enumerate(missing):
-                rows[i, : len(key)] = key
-            channels = self.sentence_units(rows, "ref")
-            for key, *units in zip(
-                missing, *(channel.split() for channel in channels), strict=True
-            ):
+            first_rows = {key: row for row, key in enumerate(keys) if found[row] is None}
+            channels = self.sentence_units(tokens[list(first_rows.values())], "ref")
+            for key, *units in zip(first_rows, *map(Ragged.rows, channels), strict=True):
                 cache[key] = tuple(units)
             found = [cache[key] for key in keys]
         return [Ragged.join([units[c] for units in found]) for c in range(self.channels)]

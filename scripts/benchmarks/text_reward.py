@@ -5,16 +5,17 @@ On a joint sentencepiece model of Multi30k (``--raw-dir``, raw text, by default
 
 1. reward speed: references are sentencepiece-encoded validation sentences; hypotheses look
    like samples of a partly trained model (each word kept with probability 0.7, otherwise a
-   random word of the references; length changed by -3..+3 words). For batches of ``--batch-sizes`` sentences
-   it times one call of each text reward (``sentence_bleu`` with post-process sentencepiece and
-   13a, ``chrf``, ``chrf`` with word order 2) on token ids: "warm", the same batch again (its
-   references and words cached, as from the second epoch on, or for the other samples of a
-   source); "cold", the same with the reference cache emptied before each call; "new", a new
-   batch of hypotheses each call (new words and piece combinations, references cached). Against
-   it, a Python loop over sacrebleu's ``sentence_score`` on the very strings the reward scores
-   (decoded beforehand: the loop's time holds no decoding; sacrebleu's tokeniser cache is
-   emptied before each loop, as the hypotheses of training are new strings). The id reward (``sentence_bleu``
-   on ids) is timed too. Speed-up = loop time / reward time.
+   random word of the references; length changed by -3..+3 words). For batches of
+   ``--batch-sizes`` sentences it times one call of each text reward on token ids
+   (``sentence_bleu`` with post-process sentencepiece and 13a, ``chrf``, ``chrf`` with word
+   order 2): "warm", the same batch again (references and words cached, as from the second
+   epoch on, or for the other samples of a source); "cold", the same with the reference cache
+   emptied before each call; "new", a new batch of hypotheses each call (new words and piece
+   combinations; references cached). Against it, a Python loop over sacrebleu's
+   ``sentence_score`` on the very strings the reward scores (decoded beforehand: the loop's
+   time holds no decoding; sacrebleu's tokeniser cache is emptied before each loop, as the
+   hypotheses of training are new strings). The id reward (``sentence_bleu`` on ids) is timed
+   too. Speed-up = loop time / reward time.
 2. share of a MIXER update (``--update``): the data are binarised with fairseq-preprocess, a
    small transformer is built, and MIXER updates (forward and backward, stage s = 1) on
    batches of ``--update-batch`` sentences are timed with the text reward; the share is the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import os
 import platform
 import random
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -266,6 +269,9 @@ def update_share(args, data: Path) -> dict:
     """Section 2: the text reward's share of a MIXER update of a small transformer."""
     import torch
     from fairseq import options, tasks, utils
+
+    logging.disable(logging.INFO)
+    warnings.filterwarnings("ignore")
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     import fairseq_mixer
@@ -279,7 +285,7 @@ def update_share(args, data: Path) -> dict:
         "--share-all-embeddings", "--dropout", "0.1",
         "--criterion", "mixer", "--reward", "sentence_bleu", "--reward-post-process",
         "sentencepiece", "--mixer-xent-epochs", "0", "--mixer-epochs-per-stage", "1",
-        "--mixer-unroll-steps", "1", "--mixer-delta", "1", "--mixer-schedule", "per_sentence",
+        "--mixer-unroll-steps", "50", "--mixer-delta", "49", "--mixer-schedule", "per_sentence",
     ]  # fmt: skip
     cfg = convert_namespace_to_omegaconf(
         options.parse_args_and_arch(options.get_training_parser(), flags)
@@ -294,6 +300,7 @@ def update_share(args, data: Path) -> dict:
     ).next_epoch_itr(shuffle=True)
     task.begin_epoch(1, model)
     criterion.set_mixer_stage(task.stage, 0)
+    assert task.stage.uses_reinforce and task.stage.s == 1, task.stage
     model.train()
     reward_calls: list[float] = []
     reward = criterion.reward
