@@ -181,6 +181,13 @@ def text_form(post_process: str | None, detok: str, detok_lang: str):
         raise EvaluationError(f"--post-process {post_process!r}: {error}") from None
 
 
+def unknowns_as(lines: list[str], unk: str, placeholder: str) -> list[str]:
+    """fairseq-generate's unknown symbol (``<unk>`` in H- lines, ``<<unk>>`` in T- lines) as
+    the placeholder the validation BLEU and the text rewards put there: it never matches, and
+    sacreBLEU's tokeniser does not split it."""
+    return [" ".join(placeholder if s == unk else s for s in line.split(" ")) for line in lines]
+
+
 def bleu_scores(
     hypotheses: list[str], references: list[str], tokenize: str, chrf_word_order: int = 0
 ) -> dict:
@@ -394,9 +401,9 @@ def evaluate_one(args: argparse.Namespace, name: str, checkpoint: Path, beam: in
         references = read_reference_text(args.reference_text)
     form = text_form(args.post_process, args.detok, args.detok_lang)
     if form is not None:
-        hypotheses = form.finish_all(hypotheses)
+        hypotheses = form.finish_all(unknowns_as(hypotheses, "<unk>", "UNKNOWNTOKENINHYP"))
         if args.reference_text is None:
-            references = form.finish_all(references)
+            references = form.finish_all(unknowns_as(references, "<<unk>>", "UNKNOWNTOKENINREF"))
     return {
         "name": name,
         "checkpoint": str(checkpoint.resolve()),

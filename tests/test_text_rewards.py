@@ -447,3 +447,48 @@ def test_flags_reach_the_criterion_and_conflicts_are_refused(spm_bin):
         build(data, TINY_TRANSFORMER + TEXT_MIXER + ["--eval-bleu", "--eval-bleu-remove-bpe"])
     _, _, _, criterion = build(data, TINY_TRANSFORMER + TEXT_MIXER[:4] + TEXT_MIXER[6:])
     assert isinstance(criterion.reward, SentenceBleu)  # no text flag: the id reward
+
+
+# --- the reported score and the data --------------------------------------------------------
+
+
+def load_evaluate():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("script_evaluate_text", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_reads_the_text_the_reward_scores():
+    """evaluate.py --post-process turns fairseq-generate's H- lines (symbols) into the text the
+    reward and the validation BLEU score, and reports chrF with BLEU."""
+    evaluate = load_evaluate()
+    pairs = cases(SPM, seed=8, count=40)
+    reward = text_reward("chrf", SPM, text=TextForm("sentencepiece"))
+    form = evaluate.text_form("sentencepiece", "none", "en")
+    symbols = [SPM.string(torch.tensor(hyp, dtype=torch.long)) for hyp, _ in pairs]  # H- lines
+    hyps = form.finish_all(evaluate.unknowns_as(symbols, "<unk>", HYP_UNK))
+    assert hyps == reward.decoder.lines(padded(SPM, [hyp for hyp, _ in pairs]).numpy(), "hyp")
+    refs = texts(SPM, pairs, "sentencepiece")[1]
+    scores = evaluate.score("bleu", hyps, refs, "13a", chrf_word_order=2)
+    assert scores["chrf"] == pytest.approx(CHRF(word_order=2).corpus_score(hyps, [refs]).score)
+    assert "nw:2" in scores["chrf_signature"] and "tok:13a" in scores["signature"]
+    assert evaluate.text_form(None, "space", "en") is None
+    with pytest.raises(evaluate.EvaluationError, match="--post-process 'bpe'"):
+        evaluate.text_form("bpe", "none", "en")
+
+
+def test_multi30k_raw_text_is_kept_as_it_is():
+    from data_prep.common import ParallelSplit
+    from data_prep.prepare_multi30k import build_parser, tokenise_split
+
+    split = ParallelSplit("valid", ["Ein  Hund, der läuft."], ["A dog (running)."])
+    raw = tokenise_split(split, ("de", "en"), lowercase=False, workers=1, tokenizer="none")
+    assert (raw.source, raw.target) == (["Ein Hund, der läuft."], ["A dog (running)."])
+    moses = tokenise_split(split, ("de", "en"), lowercase=False, workers=1)
+    assert moses.target == ["A dog ( running ) ."]
+    assert build_parser().parse_args(["--dest", "x", "--tokenizer", "none"]).tokenizer == "none"
