@@ -492,22 +492,3 @@ def test_multi30k_raw_text_is_kept_as_it_is():
     moses = tokenise_split(split, ("de", "en"), lowercase=False, workers=1)
     assert moses.target == ["A dog ( running ) ."]
     assert build_parser().parse_args(["--dest", "x", "--tokenizer", "none"]).tokenizer == "none"
-
-
-def test_sorted_character_grams_count_as_the_pairwise_runs():
-    import numpy as np
-
-    from fairseq_mixer.rewards.ragged import _clipped, _sorted_gram_matches
-
-    rng = np.random.default_rng(0)
-    for size in (2, 5, 40, 300):
-        for _ in range(30):
-            hyp = rng.integers(0, size, rng.integers(0, 40)).astype(np.int64) * 7919
-            ref = rng.integers(0, size, rng.integers(0, 40)).astype(np.int64) * 7919
-            sorted_counts, run_counts = np.zeros(6, np.int64), np.zeros(6, np.int64)
-            runs = np.zeros((2, 41), np.int64), np.zeros((2, 41), np.int64)
-            assert _sorted_gram_matches(hyp, ref, sorted_counts)
-            _clipped(hyp, ref, 1, run_counts, *runs)
-            assert sorted_counts.tolist() == run_counts.tolist()
-    wide = np.arange(2000, dtype=np.int64)  # 2000 symbols: 11 bits, 6 of them do not fit
-    assert not _sorted_gram_matches(wide, wide[::-1].copy(), np.zeros(6, np.int64))

@@ -74,55 +74,6 @@ def ragged_rouge_l(hyp, hyp_starts, ref, ref_starts, measure, out):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _matches_of_sorted(hyp_keys, ref_keys):  # pragma: no cover - compiled
-    """sum over distinct keys of min(count in hyp, count in ref), both sorted."""
-    i, j, total = 0, 0, 0
-    while i < hyp_keys.shape[0] and j < ref_keys.shape[0]:
-        if hyp_keys[i] < ref_keys[j]:
-            i += 1
-        elif hyp_keys[i] > ref_keys[j]:
-            j += 1
-        else:
-            key, in_hyp, in_ref = hyp_keys[i], 0, 0
-            while i < hyp_keys.shape[0] and hyp_keys[i] == key:
-                i += 1
-                in_hyp += 1
-            while j < ref_keys.shape[0] and ref_keys[j] == key:
-                j += 1
-                in_ref += 1
-            total += min(in_hyp, in_ref)
-    return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _sorted_gram_matches(hyp, ref, out):  # pragma: no cover - compiled
-    """out[n - 1] = clipped matches of the n-grams, n = 1 .. len(out), from sorted keys: an
-    n-gram's key holds the ranks of its symbols among the pair's distinct symbols (exact).
-    False where the keys would not fit in 63 bits (then nothing is written)."""
-    if hyp.shape[0] == 0 or ref.shape[0] == 0:
-        out[:] = 0
-        return True
-    alphabet = np.unique(np.concatenate((hyp, ref)))
-    bits = 1
-    while (1 << bits) <= alphabet.shape[0]:
-        bits += 1
-    if bits * out.shape[0] > 63:
-        return False
-    out[:] = 0
-    hyp_ranks = np.searchsorted(alphabet, hyp) + 1
-    ref_ranks = np.searchsorted(alphabet, ref) + 1
-    hyp_keys, ref_keys = hyp_ranks.copy(), ref_ranks.copy()
-    for n in range(1, out.shape[0] + 1):
-        if n > 1:
-            hyp_keys = (hyp_keys[:-1] << bits) | hyp_ranks[n - 1 :]
-            ref_keys = (ref_keys[:-1] << bits) | ref_ranks[n - 1 :]
-        if hyp_keys.shape[0] == 0 or ref_keys.shape[0] == 0:
-            break
-        out[n - 1] = _matches_of_sorted(np.sort(hyp_keys), np.sort(ref_keys))
-    return True
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _order_stats(hyp, ref, max_order, matches, stats, first_row):  # pragma: no cover - compiled
     """stats[first_row + k] = (hypothesis n-grams, reference n-grams, clipped matches) for
     n = k + 1, as sacrebleu's chrF counts them (no hypothesis n-gram counts when the
@@ -182,8 +133,7 @@ def ragged_chrf(
     for b in range(out.shape[0]):
         h = hyp_chars[hyp_char_starts[b] : hyp_char_starts[b + 1]]
         r = ref_chars[ref_char_starts[b] : ref_char_starts[b + 1]]
-        if not _sorted_gram_matches(h, r, char_matches):
-            _clipped(h, r, 1, char_matches, hyp_runs, ref_runs)
+        _clipped(h, r, 1, char_matches, hyp_runs, ref_runs)
         _order_stats(h, r, char_order, char_matches, stats, 0)
         if word_order > 0:
             h = hyp_words[hyp_word_starts[b] : hyp_word_starts[b + 1]]
