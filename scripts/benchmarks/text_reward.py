@@ -133,6 +133,12 @@ def padded(rows: list[list[int]], pad: int, eos: int):
     return tokens
 
 
+def seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def median_seconds(
     call: Callable[[], object], rounds: int, before: Callable | None = None
 ) -> float:
@@ -195,22 +201,24 @@ def reward_speed(args, dictionary, references: list[list[int]]) -> list[dict]:
         for name, (build, metric) in rewards.items():
             reward = build()
             reward(hyps, refs)  # compiled kernels loaded, words of this batch seen
-            warm = median_seconds(partial(reward, hyps, refs), args.rounds)
-            cold = median_seconds(
-                partial(reward, hyps, refs), args.rounds, reward.reference_units.clear
-            )
-            fresh = iter(
-                [
-                    padded([noisy(rng, ref, starts_word, lexicon) for ref in refs_ids], *ends)
-                    for _ in range(args.rounds)
-                ]
-            )
-            new = median_seconds(lambda: reward(next(fresh), refs), args.rounds)  # noqa: B023
+            fresh = [
+                padded([noisy(rng, ref, starts_word, lexicon) for ref in refs_ids], *ends)
+                for _ in range(args.rounds)
+            ]
             hyp_text = reward.decoder.lines(hyps.numpy(), "hyp")
             ref_text = reward.decoder.lines(refs.numpy(), "ref")
             loop = partial(sacrebleu_loop, metric, hyp_text, ref_text)
-            loop_seconds = median_seconds(
-                loop, max(3, args.rounds // 4), partial(clear_tokenizer_caches, metric)
+            # one of each per round, so that the machine's load weighs on all alike
+            timings = {"warm": [], "cold": [], "new": [], "loop": []}
+            for new_hyps in fresh:
+                timings["warm"].append(seconds(partial(reward, hyps, refs)))
+                reward.reference_units.clear()
+                timings["cold"].append(seconds(partial(reward, hyps, refs)))
+                timings["new"].append(seconds(partial(reward, new_hyps, refs)))
+                clear_tokenizer_caches(metric)
+                timings["loop"].append(seconds(loop))
+            warm, cold, new, loop_seconds = (
+                statistics.median(timings[key]) for key in ("warm", "cold", "new", "loop")
             )
             expected = [score / 100 for score in loop()]
             got = reward(hyps, refs).tolist()
