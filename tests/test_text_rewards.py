@@ -428,7 +428,7 @@ def test_mixer_step_with_the_text_reward_on_sentencepiece_data(spm_bin, caplog):
 
 
 def test_flags_reach_the_criterion_and_conflicts_are_refused(spm_bin):
-    from harness import TINY_TRANSFORMER, build
+    from harness import TINY_TRANSFORMER, build, first_batch
 
     data, _ = spm_bin
     chrf = [
@@ -447,6 +447,15 @@ def test_flags_reach_the_criterion_and_conflicts_are_refused(spm_bin):
         build(data, TINY_TRANSFORMER + TEXT_MIXER + ["--eval-bleu", "--eval-bleu-remove-bpe"])
     _, _, _, criterion = build(data, TINY_TRANSFORMER + TEXT_MIXER[:4] + TEXT_MIXER[6:])
     assert isinstance(criterion.reward, SentenceBleu)  # no text flag: the id reward
+
+    rouge = ["--reward", "rougeL", "--eval-rouge"]
+    _, task, model, criterion = build(data, TINY_TRANSFORMER + TEXT_MIXER + rouge)
+    valid = first_batch(task, "valid")
+    model.eval()
+    with torch.no_grad():
+        hyps, refs = task._greedy_hypotheses(valid, model)  # validation ROUGE's text
+    assert refs == criterion.reward.decoder.lines(valid["target"].numpy(), "ref")
+    assert refs[0] and "\u2581" not in "".join(refs) and len(hyps) == len(refs)
 
 
 # --- the reported score and the data --------------------------------------------------------
