@@ -11,7 +11,7 @@ n-gram counting of :mod:`.compiled` scores the batch (:mod:`.ragged`):
   validation ROUGE of this plugin).
 
 Where it costs Python time, work is done once: a word's tokens once per distinct word
-(sacrebleu's 13a, intl, char and none tokenisers act within whitespace words; the others once
+(sacrebleu's 13a, char and none tokenisers act within whitespace words; the others once
 per distinct sentence), a reference's units once per distinct reference (keyed by its token
 ids). A hypothesis word is looked up by its pieces where the post-processing lets the pieces
 show the words (sentencepiece, subword_nmt, none; no detokeniser): no text is built for it.
