@@ -7,6 +7,10 @@ thresholds) or a joint sentencepiece model (``--sentencepiece N``).
 
 Splits: train, valid (val), test (test_2016_flickr), test1 (test_2017_flickr). ``text/``
 keeps the tokenised, non-subword text of every split as the evaluation reference.
+
+With ``--tokenizer none`` the text is left as it is (spaces normalised): with
+``--sentencepiece N`` the model is trained on the raw sentences, ``text/`` holds the raw
+references, and detokenised sacreBLEU scores the sentencepiece-decoded output directly.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from data_prep.common import (
     drop_empty_pairs,
     make_split,
     moses_tokenize,
+    normalise_spaces,
     read_lines,
     require_file,
     run_main,
@@ -66,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url-base", default=URL_BASE, help="where to download the .gz files")
     parser.add_argument("--lowercase", action="store_true", help="lowercase after tokenising")
+    parser.add_argument(
+        "--tokenizer",
+        choices=("moses", "none"),
+        default="moses",
+        help="moses (sacremoses, no escaping) or none: the raw text, for a sentencepiece model "
+        "of untokenised sentences and detokenised sacreBLEU",
+    )
     parser.add_argument(
         "--sentencepiece",
         type=int,
@@ -114,10 +126,20 @@ def read_raw_split(
 
 
 def tokenise_split(
-    parallel: ParallelSplit, langs: tuple[str, str], lowercase: bool, workers: int
+    parallel: ParallelSplit,
+    langs: tuple[str, str],
+    lowercase: bool,
+    workers: int,
+    tokenizer: str = "moses",
 ) -> ParallelSplit:
-    source = moses_tokenize(parallel.source, langs[0], lowercase, workers)
-    target = moses_tokenize(parallel.target, langs[1], lowercase, workers)
+    if tokenizer == "none":
+        source, target = (
+            [normalise_spaces(line.lower() if lowercase else line) for line in lines]
+            for lines in (parallel.source, parallel.target)
+        )
+    else:
+        source = moses_tokenize(parallel.source, langs[0], lowercase, workers)
+        target = moses_tokenize(parallel.target, langs[1], lowercase, workers)
     return drop_empty_pairs(ParallelSplit(parallel.name, source, target))
 
 
@@ -135,11 +157,14 @@ def prepare(args: argparse.Namespace) -> None:
         "lowercase": args.lowercase,
         "limit_train": args.limit_train,
     }
+    if args.tokenizer != "moses":  # absent by default: earlier runs' folders stay valid
+        text_settings["tokenizer"] = args.tokenizer
 
     def build_text(folder: Path) -> None:
         for split in SPLIT_FILES:
             raw = read_raw_split(split, files, langs, args.limit_train)
-            write_split(folder, tokenise_split(raw, langs, args.lowercase, args.workers), *langs)
+            tokenised = tokenise_split(raw, langs, args.lowercase, args.workers, args.tokenizer)
+            write_split(folder, tokenised, *langs)
 
     text_dir = run_step(args.dest, "text", text_settings, build_text)
     bin_dir = build_subwords_and_bin(

@@ -7,7 +7,12 @@ sentence, the tokenised text of ``data_prep``'s ``text/`` folder) or, without it
 ``T-`` lines (the binarised references, rare words shown as ``<<unk>>``).
 
 - BLEU: sacreBLEU's corpus score with its default ``13a`` tokenisation (``--tokenize``) applied
-  to the tokenised text; the signature is printed and stored.
+  to the tokenised text; the signature is printed and stored; with it chrF (chrF++ with
+  ``--chrf-word-order 2``) and its signature.
+- ``--post-process`` (fairseq's: sentencepiece, subword_nmt, ...) and ``--detok`` (moses)
+  turn the H- and T- lines into text exactly as the text rewards (``--reward-post-process``,
+  ``--reward-detok``) and the validation BLEU of a run with them do, so that the reported score
+  is the measure the run optimised: detokenised sacreBLEU for a subword model.
 - ROUGE: ROUGE-1/2/L F-measure x 100, the mean over sentences, from rouge-score on whitespace
   tokens (the text is already tokenised; rouge-score's own tokeniser would drop punctuation).
 
@@ -32,7 +37,13 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "fairseq_mixer"
 FAIRSEQ_GENERATE = Path(sys.executable).parent / "fairseq-generate"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-METRIC_COLUMNS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+METRIC_COLUMNS = {
+    "bleu": "BLEU",
+    "chrf": "chrF",
+    "rouge1": "ROUGE-1",
+    "rouge2": "ROUGE-2",
+    "rougeL": "ROUGE-L",
+}
 ROW_KEY = ("name", "checkpoint", "gen_subset", "beam", "metric")
 TAIL_LINES = 30
 SPEED_LINE = re.compile(
@@ -156,15 +167,42 @@ def sentencepiece_decoder(model: Path | None):
     return lambda line: processor.decode_pieces(line.split())
 
 
-def bleu_scores(hypotheses: list[str], references: list[str], tokenize: str) -> dict:
-    from sacrebleu.metrics import BLEU
+def text_form(post_process: str | None, detok: str, detok_lang: str):
+    """The rewards' :class:`TextForm` (this checkout's), or None: the lines stay as they are."""
+    if post_process is None and detok in ("none", "space"):
+        return None
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from fairseq_mixer.rewards.text import TextForm
+
+    try:
+        return TextForm(post_process or "none", detok=detok, detok_lang=detok_lang)
+    except ValueError as error:
+        raise EvaluationError(f"--post-process {post_process!r}: {error}") from None
+
+
+def unknowns_as(lines: list[str], unk: str, placeholder: str) -> list[str]:
+    """fairseq-generate's unknown symbol (``<unk>`` in H- lines, ``<<unk>>`` in T- lines) as
+    the placeholder the validation BLEU and the text rewards put there: it never matches, and
+    sacreBLEU's tokeniser does not split it."""
+    return [" ".join(placeholder if s == unk else s for s in line.split(" ")) for line in lines]
+
+
+def bleu_scores(
+    hypotheses: list[str], references: list[str], tokenize: str, chrf_word_order: int = 0
+) -> dict:
+    from sacrebleu.metrics import BLEU, CHRF
 
     metric = BLEU(tokenize=tokenize)
     score = metric.corpus_score(hypotheses, [references])
+    chrf = CHRF(word_order=chrf_word_order)
+    chrf_score = chrf.corpus_score(hypotheses, [references])
     return {
         "bleu": score.score,
         "bleu_details": str(score),
         "signature": str(metric.get_signature()),
+        "chrf": chrf_score.score,
+        "chrf_signature": str(chrf.get_signature()),
     }
 
 
@@ -189,14 +227,20 @@ def rouge_scores(hypotheses: list[str], references: list[str]) -> dict[str, floa
     return {rouge_type: 100.0 * total / count for rouge_type, total in sums.items()}
 
 
-def score(metric: str, hypotheses: list[str], references: list[str], tokenize: str) -> dict:
+def score(
+    metric: str,
+    hypotheses: list[str],
+    references: list[str],
+    tokenize: str,
+    chrf_word_order: int = 0,
+) -> dict:
     if len(hypotheses) != len(references):
         raise EvaluationError(
             f"{len(hypotheses)} hypotheses but {len(references)} references: "
             "is the reference text the one of this --gen-subset?"
         )
     if metric == "bleu":
-        return bleu_scores(hypotheses, references, tokenize)
+        return bleu_scores(hypotheses, references, tokenize, chrf_word_order)
     return rouge_scores(hypotheses, references)
 
 
@@ -253,9 +297,11 @@ def table_notes(rows: Sequence[dict]) -> str:
     notes = []
     signatures = sorted({row["signature"] for row in rows if "signature" in row})
     for signature in signatures:
-        notes.append(
-            f"BLEU: sacreBLEU corpus score on the tokenised text, signature `{signature}`."
-        )
+        notes.append(f"BLEU: sacreBLEU corpus score, signature `{signature}`.")
+    for signature in sorted({row["chrf_signature"] for row in rows if "chrf_signature" in row}):
+        notes.append(f"chrF: sacreBLEU's corpus chrF, signature `{signature}`.")
+    for text in sorted({row["text"] for row in rows if row.get("text")}):
+        notes.append(f"Scored text: {text}.")
     if any("rouge2" in row for row in rows):
         notes.append(
             "ROUGE: rouge-score F-measure x 100, mean over sentences, whitespace tokens, "
@@ -295,6 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tokenize", default="13a", help="sacreBLEU tokenisation of the scored text (13a)"
     )
+    parser.add_argument(
+        "--post-process",
+        help="fairseq's post-processing of the H-/T- symbols (sentencepiece, subword_nmt, ...), "
+        "as --reward-post-process",
+    )
+    parser.add_argument(
+        "--detok",
+        choices=["none", "space", "moses"],
+        default="none",
+        help="detokeniser after it, as --reward-detok",
+    )
+    parser.add_argument("--detok-lang", default="en", help="language of --detok moses")
+    parser.add_argument(
+        "--chrf-word-order", type=int, default=0, help="word n-grams of chrF (2: chrF++)"
+    )
     parser.add_argument("--out-json", type=Path, help="JSON Lines file the rows are merged into")
     parser.add_argument("--out-md", type=Path, help="markdown table of every row of --out-json")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -309,6 +370,10 @@ def check_inputs(args: argparse.Namespace) -> list[str]:
     for checkpoint in args.checkpoint:
         if not checkpoint.is_file():
             raise EvaluationError(f"--checkpoint {checkpoint}: no such file")
+    if args.post_process is not None and args.sentencepiece_model is not None:
+        raise EvaluationError(
+            "--post-process and --sentencepiece-model both decode the pieces: give one"
+        )
     for flag, path in (
         ("--reference-text", args.reference_text),
         ("--sentencepiece-model", args.sentencepiece_model),
@@ -334,6 +399,11 @@ def evaluate_one(args: argparse.Namespace, name: str, checkpoint: Path, beam: in
         references = [decode(line) for line in generation.references]
     else:
         references = read_reference_text(args.reference_text)
+    form = text_form(args.post_process, args.detok, args.detok_lang)
+    if form is not None:
+        hypotheses = form.finish_all(unknowns_as(hypotheses, "<unk>", "UNKNOWNTOKENINHYP"))
+        if args.reference_text is None:
+            references = form.finish_all(unknowns_as(references, "<<unk>>", "UNKNOWNTOKENINREF"))
     return {
         "name": name,
         "checkpoint": str(checkpoint.resolve()),
@@ -342,7 +412,8 @@ def evaluate_one(args: argparse.Namespace, name: str, checkpoint: Path, beam: in
         "beam": beam,
         "metric": args.metric,
         "references": str(args.reference_text or "T- lines of fairseq-generate"),
-        **score(args.metric, hypotheses, references, args.tokenize),
+        "text": form.describe() if form is not None else None,
+        **score(args.metric, hypotheses, references, args.tokenize, args.chrf_word_order),
         "sentences": generation.sentences,
         "tokens": generation.tokens,
         "decode_seconds": generation.seconds,
@@ -353,6 +424,8 @@ def evaluate_one(args: argparse.Namespace, name: str, checkpoint: Path, beam: in
 def describe(row: dict) -> str:
     if row["metric"] == "bleu":
         scores = f"BLEU {row['bleu']:.2f} ({row['signature']})"
+        if "chrf" in row:
+            scores += f", chrF {row['chrf']:.2f} ({row['chrf_signature']})"
     else:
         scores = ", ".join(f"{METRIC_COLUMNS[t]} {row[t]:.2f}" for t in ROUGE_TYPES)
     return (

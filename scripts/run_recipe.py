@@ -27,7 +27,9 @@ relative paths are relative to the repository root, where every command runs):
 - ``finetune_from``: the XENT checkpoint they start from (``checkpoint_best.pt``);
 - ``evaluate``: ``checkpoint`` (file name in each step's folder), ``beams``, ``metric``
   (bleu or rouge), ``gen_subsets``, ``references`` (subset -> reference text),
-  ``batch_size``, ``names`` (step -> method name), optional ``sentencepiece_model``.
+  ``batch_size``, ``names`` (step -> method name), optional ``sentencepiece_model``, or
+  ``post_process``, ``detok`` and ``chrf_word_order`` (evaluate.py's flags: the text the
+  text rewards score).
 
 The runner adds ``--user-dir fairseq_mixer --task mixer --log-format json --save-dir
 WORKDIR/STEP`` to fairseq-train and tees every step's output to ``WORKDIR/STEP.log``
@@ -178,6 +180,9 @@ def evaluate_commands(recipe: dict, workdir: Path, cpu: bool) -> list[list[str]]
             command += ["--reference-text", reference]
         if settings.get("sentencepiece_model"):
             command += ["--sentencepiece-model", settings["sentencepiece_model"]]
+        for key in ("post_process", "detok", "chrf_word_order"):
+            if settings.get(key) is not None:
+                command += [f"--{key.replace('_', '-')}", str(settings[key])]
         commands.append([*command, "--cpu"] if cpu else command)
     return commands
 

@@ -11,6 +11,7 @@ teacher-forced NLL, so fairseq's best-checkpoint and lr-on-plateau logic keep wo
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from fairseq import utils
@@ -22,7 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fairseq_mixer.baseline import StepBaseline, leave_one_out_baseline, sentence_baseline
 from fairseq_mixer.losses import baseline_loss, mixer_loss, reinforce_loss, token_nll, xent_loss
-from fairseq_mixer.rewards import REWARD_NAMES, get_reward
+from fairseq_mixer.rewards import ALL_REWARD_NAMES, TextForm, TextReward, get_reward
+from fairseq_mixer.rewards.text import DETOK_CHOICES, POST_PROCESS_CHOICES
+from fairseq_mixer.rewards.text_rewards import sacrebleu_tokenizers
 from fairseq_mixer.rollout.decoder_features import teacher_forced_log_probs
 from fairseq_mixer.rollout.positions import (
     at_positions,
@@ -49,9 +52,44 @@ BASELINES = ("learned", "self_critical", "leave_one_out")
 
 @dataclass
 class MixerCriterionConfig(FairseqDataclass):
-    reward: ChoiceEnum(REWARD_NAMES) = field(
+    reward: ChoiceEnum(ALL_REWARD_NAMES) = field(
         default="sentence_bleu",
-        metadata={"help": "sentence-level reward; mixer_bleu is the release's suffix BLEU"},
+        metadata={
+            "help": "sentence-level reward; mixer_bleu is the release's suffix BLEU; chrf "
+            "(sacrebleu's chrF, chrF++ with --reward-chrf-word-order 2) scores text"
+        },
+    )
+    reward_post_process: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "score the text, not the token ids: how target symbols become words, as "
+            "fairseq's --post-process / --eval-bleu-remove-bpe take it (none, sentencepiece, "
+            "subword_nmt, '@@ ', ...); the validation BLEU then scores the same text"
+        },
+    )
+    reward_detok: Optional[ChoiceEnum(DETOK_CHOICES)] = field(
+        default=None,
+        metadata={
+            "help": "detokeniser of the scored text (as --eval-bleu-detok): space or none keep "
+            "the post-processed text, moses runs sacremoses' detokeniser; implies text scoring"
+        },
+    )
+    reward_detok_lang: str = field(
+        default="en", metadata={"help": "language of --reward-detok moses"}
+    )
+    reward_tokenize: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "sacrebleu's tokeniser of --reward sentence_bleu on text (13a, intl, char, "
+            "none, ...; default 13a); implies text scoring"
+        },
+    )
+    reward_lowercase: bool = field(
+        default=False,
+        metadata={"help": "case-insensitive sentence_bleu or chrf on text (sacrebleu's -lc)"},
+    )
+    reward_chrf_word_order: int = field(
+        default=0, metadata={"help": "word n-gram order of --reward chrf (2: chrF++)"}
     )
     reward_smooth_method: ChoiceEnum(["none", "floor", "add-k", "exp"]) = field(
         default="exp", metadata={"help": "sacrebleu smoothing of --reward sentence_bleu"}
@@ -127,17 +165,101 @@ class MixerCriterionConfig(FairseqDataclass):
     seed: int = II("common.seed")
 
 
+TEXT_FLAGS = {
+    "reward_post_process": "--reward-post-process",
+    "reward_detok": "--reward-detok",
+    "reward_tokenize": "--reward-tokenize",
+    "reward_lowercase": "--reward-lowercase",
+}
+
+
+def text_flags_given(cfg: MixerCriterionConfig) -> list[str]:
+    """The text flags set on the command line (their names)."""
+    return [
+        flag for key, flag in TEXT_FLAGS.items() if getattr(cfg, key, None) not in (None, False)
+    ]
+
+
+def reward_text_form(cfg: MixerCriterionConfig) -> Optional[TextForm]:
+    """How the reward sees the text, or None when it scores token ids (no text flag given)."""
+    if cfg.reward != "chrf" and not text_flags_given(cfg):
+        return None
+    return TextForm(
+        post_process=cfg.reward_post_process or "none",
+        detok=cfg.reward_detok or "none",
+        detok_lang=cfg.reward_detok_lang,
+    )
+
+
+def check_reward_options(cfg: MixerCriterionConfig) -> None:
+    """Flag combinations that cannot mean anything fail here, naming the flag."""
+    given = text_flags_given(cfg)
+    if cfg.reward == "mixer_bleu" and given:
+        raise ValueError(
+            f"{given[0]}: --reward mixer_bleu scores the token ids of the sampled suffix, not "
+            "text; use --reward sentence_bleu or chrf to score the text"
+        )
+    if cfg.reward_post_process is not None and cfg.reward_post_process not in POST_PROCESS_CHOICES:
+        raise ValueError(
+            f"--reward-post-process {cfg.reward_post_process!r}: unknown; fairseq's "
+            f"--post-process takes {', '.join(map(repr, POST_PROCESS_CHOICES))}"
+        )
+    if cfg.reward_tokenize is not None:
+        if cfg.reward != "sentence_bleu":
+            raise ValueError(
+                f"--reward-tokenize is the tokeniser of sentence_bleu; --reward {cfg.reward} "
+                "does not tokenise (chrf scores characters and words as sacrebleu's chrF, "
+                "rouge2/rougeL whitespace words): drop --reward-tokenize"
+            )
+        if cfg.reward_tokenize not in sacrebleu_tokenizers():
+            raise ValueError(
+                f"--reward-tokenize {cfg.reward_tokenize!r}: unknown; sacrebleu's tokenisers "
+                f"are {', '.join(sacrebleu_tokenizers())}"
+            )
+    if cfg.reward_lowercase and cfg.reward not in ("sentence_bleu", "chrf"):
+        raise ValueError(
+            f"--reward-lowercase applies to sentence_bleu and chrf, not --reward {cfg.reward}"
+        )
+    if cfg.reward_chrf_word_order < 0:
+        raise ValueError(
+            f"--reward-chrf-word-order must be >= 0 (got {cfg.reward_chrf_word_order})"
+        )
+    if cfg.reward_chrf_word_order and cfg.reward != "chrf":
+        raise ValueError(
+            f"--reward-chrf-word-order applies to --reward chrf, not --reward {cfg.reward}"
+        )
+
+
 def reward_options(cfg: MixerCriterionConfig) -> dict:
     """The options of the chosen reward, taken from the criterion's flags."""
     options = {"unk_matches": cfg.reward_unk_matches}
+    text = reward_text_form(cfg)
+    if text is not None:
+        options["text"] = text
+        if cfg.reward in ("sentence_bleu", "chrf"):
+            options["lowercase"] = cfg.reward_lowercase
     if cfg.reward == "sentence_bleu":
         options["smooth_method"] = cfg.reward_smooth_method
+        if text is not None:
+            options["tokenize"] = cfg.reward_tokenize or "13a"
     elif cfg.reward in ("rouge2", "rougeL"):
         options["measure"] = cfg.reward_measure
+    elif cfg.reward == "chrf":
+        options["word_order"] = cfg.reward_chrf_word_order
     return options
 
 
+def build_reward(cfg: MixerCriterionConfig, dictionary):
+    """The reward of the flags, on the target dictionary's ids or on their text."""
+    options = reward_options(cfg)
+    special = {"pad": dictionary.pad(), "eos": dictionary.eos(), "unk": dictionary.unk()}
+    if "text" in options:
+        special.update(symbols=dictionary.symbols, bos=dictionary.bos())
+    return get_reward(cfg.reward, **special, **options)
+
+
 def check_criterion_options(cfg: MixerCriterionConfig) -> None:
+    check_reward_options(cfg)
     if cfg.mixer_baseline_steps < 1:
         raise ValueError(f"--mixer-baseline-steps must be >= 1 (got {cfg.mixer_baseline_steps})")
     if cfg.mixer_baseline_bias_scale <= 0:
@@ -167,9 +289,11 @@ class MixerCriterion(FairseqCriterion):
         self.cfg = cfg
         self.eos = task.target_dictionary.eos()
         self.unk = task.target_dictionary.unk()
-        self.reward = get_reward(
-            cfg.reward, pad=self.padding_idx, eos=self.eos, unk=self.unk, **reward_options(cfg)
-        )
+        self.reward = build_reward(cfg, task.target_dictionary)
+        if self.text_reward is not None:
+            logger.info("MIXER reward %s on text: %s", cfg.reward, self.text_reward.signature())
+        else:
+            logger.info("MIXER reward on token ids: %r", self.reward)
         heads = cfg.mixer_baseline_steps if cfg.mixer_baseline_heads == "per_step" else 1
         self.baseline = StepBaseline(feature_dim, heads, bias_scale=cfg.mixer_baseline_bias_scale)
         self.release_scaling = cfg.mixer_loss_scaling == "release"
@@ -177,6 +301,11 @@ class MixerCriterion(FairseqCriterion):
         self.placement = task.cfg.mixer_schedule
         self.stage = MixerStage(index=0, s=self.unroll_steps, xent_weight=1.0)
         self.num_updates = 0
+
+    @property
+    def text_reward(self) -> Optional[TextReward]:
+        """The reward when it scores text (the validation BLEU then scores the same text)."""
+        return self.reward if isinstance(self.reward, TextReward) else None
 
     @classmethod
     def build_criterion(cls, cfg: MixerCriterionConfig, task):

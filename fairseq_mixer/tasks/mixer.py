@@ -123,6 +123,8 @@ class MixerTask(TranslationTask):
         self.dad_eps = self.reference_probability_at(0)
         install_atomic_checkpoint_copies()
         self.decoder_feature_dim: Optional[int] = None
+        # the criterion's reward when it scores text: validation BLEU/ROUGE read its text
+        self.validation_text_reward = None
         self.trains_with_mixer = False
         self.stage = self.stage_at(1)
 
@@ -206,6 +208,14 @@ class MixerTask(TranslationTask):
         if hasattr(criterion, "check_model"):
             check_full_softmax(self._model, f"--criterion {name}")
             criterion.check_model(self._model)
+        self.validation_text_reward = getattr(criterion, "text_reward", None)
+        if self.validation_text_reward is not None and (self.cfg.eval_bleu or self.cfg.eval_rouge):
+            check_validation_text(self.cfg, self.validation_text_reward)
+            logger.info(
+                "validation %s scores the reward's text: %s",
+                "BLEU" if self.cfg.eval_bleu else "ROUGE",
+                self.validation_text_reward.text.describe(),
+            )
         return criterion
 
     def reference_probability_at(self, num_updates: int) -> float:
@@ -312,7 +322,34 @@ class MixerTask(TranslationTask):
             logging_output.update(rouge_sums(hyps, refs))
         return loss, sample_size, logging_output
 
+    def _inference_with_bleu(self, generator, sample, model):
+        """fairseq's validation BLEU, on the reward's text when the reward scores text."""
+        if self.validation_text_reward is None:
+            return super()._inference_with_bleu(generator, sample, model)
+        from sacrebleu.metrics import BLEU
+
+        hyps, refs = self._reward_text_pairs(generator, sample, model)
+        reward = self.validation_text_reward
+        tokenize = getattr(reward, "tokenize", "13a")
+        lowercase = getattr(reward, "lowercase", False)
+        return BLEU(tokenize=tokenize, lowercase=lowercase).corpus_score(hyps, [refs])
+
+    def _reward_text_pairs(self, generator, sample, model) -> tuple[list[str], list[str]]:
+        """Best hypotheses and references as the text reward decodes them."""
+        gen_out = self.inference_step(generator, [model], sample, prefix_tokens=None)
+        pad = self.tgt_dict.pad()
+        hyps = torch.nn.utils.rnn.pad_sequence(
+            [out[0]["tokens"].cpu() for out in gen_out], batch_first=True, padding_value=pad
+        )
+        decoder = self.validation_text_reward.decoder
+        return decoder.lines(hyps.numpy(), "hyp"), decoder.lines(
+            sample["target"].cpu().numpy(), "ref"
+        )
+
     def _greedy_hypotheses(self, sample, model) -> tuple[list[str], list[str]]:
+        if self.validation_text_reward is not None:
+            return self._reward_text_pairs(self.sequence_generator, sample, model)
+
         def decode(tokens, unk_string):
             text = self.tgt_dict.string(
                 tokens.int().cpu(), self.cfg.eval_bleu_remove_bpe, unk_string=unk_string
@@ -337,3 +374,24 @@ class MixerTask(TranslationTask):
         for rouge_type in ROUGE_TYPES:
             total = sum(log.get(f"_{rouge_type}_sum", 0.0) for log in logging_outputs)
             metrics.log_scalar(rouge_type, 100.0 * total / count, count, round=2)
+
+
+def check_validation_text(cfg: MixerConfig, reward) -> None:
+    """The validation score must read the reward's text: fairseq's own flags may not differ."""
+    text = reward.text
+    if cfg.eval_bleu_remove_bpe not in (None, text.post_process):
+        raise ValueError(
+            f"--eval-bleu-remove-bpe {cfg.eval_bleu_remove_bpe!r} differs from "
+            f"--reward-post-process {text.post_process!r}: validation would score other text "
+            "than the reward (leave --eval-bleu-remove-bpe out: validation follows the reward)"
+        )
+    if cfg.eval_bleu_detok not in ("space", text.detok):
+        raise ValueError(
+            f"--eval-bleu-detok {cfg.eval_bleu_detok!r} differs from --reward-detok "
+            f"{text.detok!r}: validation would score other text than the reward"
+        )
+    if cfg.eval_tokenized_bleu:
+        raise ValueError(
+            "--eval-tokenized-bleu scores BLEU with tokenize none; with a text reward, "
+            "validation BLEU uses the reward's --reward-tokenize: drop --eval-tokenized-bleu"
+        )
