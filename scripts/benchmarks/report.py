@@ -25,9 +25,12 @@ from .update_cost import MIXER_PHASES, XENT_PHASES
 Row = tuple[str, str, str, str]
 
 
-def other_method_rows(figures: dict, arch: str, what: str, unit: str) -> list[Row]:
-    """A row per method beside MIXER (no target: issue 4's targets are MIXER's)."""
+def other_method_rows(
+    figures: dict, arch: str, what: str, unit: str, targets: dict[str, Target]
+) -> list[Row]:
+    """A row per method beside MIXER, with its target where it has one (DAD's, E2E's)."""
     rows = []
+    kind = "update" if unit == "ms" else "memory"
     for name, ratio in figures["ratios"].items():
         if name == "mixer":
             continue
@@ -35,7 +38,9 @@ def other_method_rows(figures: dict, arch: str, what: str, unit: str) -> list[Ro
             f"{figures[f'{name}_{unit}']:.1f} / {figures[f'{REFERENCE}_{unit}']:.1f} "
             f"{unit.replace('mib', 'MiB')} = {ratio:.2f}x"
         )
-        rows.append((f"{what}, {arch}: {name.upper()} / XENT", measured, "", ""))
+        target = targets.get(f"{kind}_{name}_{arch}")
+        bound = ("", "") if target is None else (target.bound(), target.verdict())
+        rows.append((f"{what}, {arch}: {name.upper()} / XENT", measured, *bound))
     return rows
 
 
@@ -48,7 +53,7 @@ def update_rows(results: dict, targets: dict[str, Target]) -> list[Row]:
             f"{figures['mixer_ms']:.1f} / {figures['xent_ms']:.1f} ms = {target.measured:.2f}x"
         )
         rows.append((f"update, {arch}: MIXER / XENT", measured, target.bound(), target.verdict()))
-        rows += other_method_rows(figures, arch, "update", "ms")
+        rows += other_method_rows(figures, arch, "update", "ms", targets)
     for arch in ARCHS:
         training = results["pretraining"][arch]
         loss = f"{training['first_loss']:.2f} -> {training['last_loss']:.2f} bits/token"
@@ -130,7 +135,7 @@ def memory_and_decoding_rows(results: dict, targets: dict[str, Target]) -> list[
         rows.append(
             (f"peak memory, {arch}: MIXER / XENT", measured, target.bound(), target.verdict())
         )
-        rows += other_method_rows(memory, arch, "peak memory", "mib")
+        rows += other_method_rows(memory, arch, "peak memory", "mib", targets)
         if memory["compiled_rewards_load_mib"]:
             rows.append((
                 "  compiled rewards, loaded once per process before the updates",
