@@ -11,7 +11,10 @@ from comparison.grid import Grid, all_cells
 from comparison.runner import read_marker
 from comparison.table import LABELS
 
-CURVE_PANELS = (("nll_loss", "training NLL (base 2)"), ("loss", "training loss"))
+CURVE_PANELS = (
+    ("nll_loss", "training NLL of the reference (base 2)"),
+    ("reward", "MIXER mean reward"),
+)
 
 
 def plot_beams(table: dict, out: Path) -> bool:

@@ -331,7 +331,7 @@ def run_grid(grid: Grid, cells: Sequence[Cell], cpu: bool, only: bool, dry_run: 
         try:
             run_cell(grid, cell, cpu, dry_run)
         except (NotReady, Busy) as reason:
-            if only and isinstance(reason, NotReady):
+            if only and isinstance(reason, NotReady) and not dry_run:
                 raise
             say(f"{cell.name}: left for later: {reason}")
             left.append(str(reason))

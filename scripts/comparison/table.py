@@ -13,6 +13,8 @@ import json
 import statistics
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from comparison import significance
 from comparison.grid import Cell, Grid, all_cells
 from comparison.runner import cell_state, choice_path, read_marker, tune_score
@@ -97,7 +99,11 @@ def paired(row: dict, control_row: dict, metric: str, n_samples: int) -> dict:
         result = significance.rouge_paired_bootstrap(
             baseline, system, references, metric, n_samples
         )
-    return {"difference": result.difference, "p_value": result.p_value}
+    return {
+        "difference": result.difference,
+        "p_value": result.p_value,
+        "significant": result.significant,
+    }
 
 
 def tests(
@@ -113,8 +119,8 @@ def tests(
             pairs[seed] = paired(row, control_row, metric, n_samples)
     if not pairs:
         return None
-    signs = {result["difference"] > 0 for result in pairs.values()}
-    every = all(result["p_value"] < significance.SIGNIFICANCE_LEVEL for result in pairs.values())
+    signs = {np.sign(result["difference"]) for result in pairs.values()}
+    every = all(result["significant"] for result in pairs.values())
     return {"pairs": pairs, "significant": every and len(signs) == 1}
 
 
