@@ -18,7 +18,9 @@ sentence, the tokenised text of ``data_prep``'s ``text/`` folder) or, without it
 
 Rows go to ``--out-json`` (JSON Lines, one row per checkpoint, subset and beam; a rerun
 replaces the row with the same name, checkpoint, subset, beam and metric) and the table of
-every row of that file to ``--out-md``.
+every row of that file to ``--out-md``. With ``--save-hypotheses DIR`` the scored hypotheses
+(one a line, in sentence-id order) go to ``DIR/SUBSET.beamN.NAME.txt``, named in the row's
+``hypotheses``: what a paired significance test resamples.
 """
 
 from __future__ import annotations
@@ -358,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out-json", type=Path, help="JSON Lines file the rows are merged into")
     parser.add_argument("--out-md", type=Path, help="markdown table of every row of --out-json")
+    parser.add_argument(
+        "--save-hypotheses", type=Path, metavar="DIR", help="write the scored hypotheses there"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cpu", action="store_true", help="pass --cpu to fairseq-generate")
     return parser
@@ -404,6 +409,11 @@ def evaluate_one(args: argparse.Namespace, name: str, checkpoint: Path, beam: in
         hypotheses = form.finish_all(unknowns_as(hypotheses, "<unk>", "UNKNOWNTOKENINHYP"))
         if args.reference_text is None:
             references = form.finish_all(unknowns_as(references, "<<unk>>", "UNKNOWNTOKENINREF"))
+    saved = {}
+    if args.save_hypotheses is not None:
+        saved["hypotheses"] = str(
+            save_hypotheses(args.save_hypotheses, name, args, beam, hypotheses)
+        )
     return {
         "name": name,
         "checkpoint": str(checkpoint.resolve()),
@@ -418,7 +428,19 @@ def evaluate_one(args: argparse.Namespace, name: str, checkpoint: Path, beam: in
         "tokens": generation.tokens,
         "decode_seconds": generation.seconds,
         "sentences_per_s": generation.sentences_per_s,
+        **saved,
     }
+
+
+def save_hypotheses(
+    folder: Path, name: str, args: argparse.Namespace, beam: int, hypotheses: list[str]
+) -> Path:
+    """The hypotheses, one a line, in ``folder/SUBSET.beamN.NAME.txt`` (NAME made file-safe)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    path = folder.resolve() / f"{args.gen_subset}.beam{beam}.{safe}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in hypotheses), encoding="utf-8")
+    return path
 
 
 def describe(row: dict) -> str:

@@ -1,0 +1,128 @@
+"""The Markdown of a built table (comparison.table.build): the paper's shape, then the
+p-values, the decoding speed, the tuning and what is missing."""
+
+from __future__ import annotations
+
+from comparison.table import LABELS
+
+MARK = "*"
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def cell_text(entry: dict | None, seeds: int) -> str:
+    if entry is None:
+        return "-"
+    text = f"{entry['mean']:.2f}"
+    if entry["std"] is not None:
+        text += f" ± {entry['std']:.2f}"
+    if entry.get("test") and entry["test"]["significant"]:
+        text += MARK
+    if entry["n"] < seeds:
+        text += f" ({entry['n']} of {seeds} seeds)"
+    return text
+
+
+def main_table(table: dict) -> list[str]:
+    beams, subsets = table["beams"], table["subsets"]
+    names = table["subset_names"]
+    header = ["method"]
+    for subset in subsets:
+        header += [f"{names.get(subset, subset)} {beam_label(b)}" for b in beams]
+    header.append("paper " + " / ".join(beam_label(b) for b in beams))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    seeds = max((len(row["seeds"]) for row in table["rows"]), default=0)
+    for row in table["rows"]:
+        cells = [row["name"]]
+        for subset in subsets:
+            for beam in beams:
+                entry = row["cells"][f"{subset}/{beam}"]
+                cells.append(cell_text(entry, 1 if row["key"] == "start" else seeds))
+        paper = row["paper"]
+        cells.append(" / ".join(number(paper.get(str(beam))) for beam in beams))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def beam_label(beam: int) -> str:
+    return "greedy" if beam == 1 else f"beam {beam}"
+
+
+def p_value_table(table: dict) -> list[str]:
+    lines = [
+        "| method | test set | beam | difference to the control (p) per seed | all seeds agree |",
+        "|---|---|---|---|---|",
+    ]
+    names = table["subset_names"]
+    for row in table["rows"]:
+        for key, entry in row["cells"].items():
+            if not entry or not entry.get("test"):
+                continue
+            subset, beam = key.split("/")
+            pairs = entry["test"]["pairs"]
+            text = ", ".join(
+                f"seed {seed}: {pair['difference']:+.2f} (p={pair['p_value']:.3f})"
+                for seed, pair in pairs.items()
+            )
+            agree = "yes" if entry["test"]["significant"] else "no"
+            lines.append(
+                f"| {row['name']} | {names.get(subset, subset)} | {beam} | {text} | {agree} |"
+            )
+    return lines
+
+
+def speed_table(table: dict) -> list[str]:
+    low, high = min(table["beams"]), max(table["beams"])
+    lines = [
+        f"| method | ms per sentence, {beam_label(low)} | {beam_label(high)} |",
+        "|---|---|---|",
+    ]
+    for row in table["rows"]:
+        speeds = row["ms_per_sentence"]
+        cells = [row["name"], number(speeds[str(low)]), number(speeds[str(high)])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def tuning_table(table: dict) -> list[str]:
+    lines = ["| method | candidate | flags | validation | chosen |", "|---|---|---|---|---|"]
+    for line in table["tuning"]:
+        score = number(line["score"]) if line["tuned"] else "not tuned (one candidate)"
+        flags = " ".join(line["flags"])
+        chosen = "**yes**" if line["chosen"] else ""
+        lines.append(f"| {line['method']} | {line['candidate']} | `{flags}` | {score} | {chosen} |")
+    return lines
+
+
+def machine_text(machine: dict) -> str:
+    device = machine.get("gpu") or f"{machine.get('cpu')}, {machine.get('cores')} cores"
+    threads = f", OMP_NUM_THREADS={machine['threads']}" if machine.get("threads") else ""
+    return f"{machine.get('host')}: {device}{threads}, torch {machine.get('torch')}"
+
+
+def markdown(table: dict) -> str:
+    """The whole report."""
+    label = LABELS[table["metric"]]
+    head = (
+        f"{label} on the test sets: mean ± std over seeds ({MARK}: differs from the "
+        f"{control_name(table)} at p < 0.05 by paired bootstrap for every seed, "
+        f"{table['bootstrap_samples']} resamples). Paper: {table['paper_source'] or '-'}."
+    )
+    out = [head, ""]
+    out += main_table(table)
+    out += ["", table["seed_pairing"].replace("\n", " "), ""]
+    out += p_value_table(table)
+    out += ["", "Decoding time (fairseq-generate, model loading excluded):", ""]
+    out += speed_table(table)
+    out += ["", "Machines: " + ("; ".join(map(machine_text, table["machines"])) or "-"), ""]
+    out += ["Tuning (short runs from the start, validation only):", ""]
+    out += tuning_table(table)
+    if table["missing"]:
+        out += ["", "Missing cells (left out of the table): " + ", ".join(table["missing"]) + "."]
+    return "\n".join(out) + "\n"
+
+
+def control_name(table: dict) -> str:
+    return next(row["name"] for row in table["rows"] if row["key"] == table["control"])

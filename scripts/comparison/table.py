@@ -1,0 +1,198 @@
+"""The paper's table from a grid's finished cells: mean +- std over seeds, the paper's numbers
+beside, significance against the XENT control, decoding speed, and what was tuned.
+
+Pairing over seeds: each fine-tuning's seed-s run is tested against the control's seed-s run
+(same start, same seed, so the same batch order), and the XENT start against every control
+run; a cell is marked when the difference is significant (p < 0.05) for every seed with the
+same sign. Every p-value is listed below the table.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from comparison import significance
+from comparison.grid import Cell, Grid, all_cells
+from comparison.runner import cell_state, choice_path, read_marker, tune_score
+
+LABELS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+START = "start"
+
+
+@dataclass
+class System:
+    """A table row: the start, or a method over its seeds (seed -> subset -> beam -> row)."""
+
+    key: str
+    name: str
+    runs: dict[int | None, dict[str, dict[int, dict]]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- collecting
+
+
+def read_rows(cell: Cell) -> dict[str, dict[int, dict]]:
+    """subset -> beam -> evaluate.py row of a cell whose test phase finished."""
+    if read_marker(cell.folder, "test") is None:
+        return {}
+    rows: dict[str, dict[int, dict]] = {}
+    path = cell.folder / "results.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.setdefault(row["gen_subset"], {})[int(row["beam"])] = row
+    return rows
+
+
+def collect(grid: Grid) -> tuple[list[System], list[str]]:
+    """The systems in table order and the cells that are missing, with their state."""
+    cells = [cell for cell in all_cells(grid) if cell.evaluated]
+    systems = {START: System(START, grid.spec.get("start_name", "XENT (the start)"))}
+    systems.update({m.key: System(m.key, m.name) for m in grid.methods})
+    missing = []
+    for cell in cells:
+        rows = read_rows(cell)
+        if rows:
+            systems[cell.method or START].runs[cell.seed] = rows
+        else:
+            missing.append(f"{cell.name} ({cell_state(grid, cell)})")
+    control = grid.control.key
+    order = [START, control] + [m.key for m in grid.methods if m.key != control]
+    return [systems[key] for key in order], missing
+
+
+# ---------------------------------------------------------------------- numbers
+
+
+def values(system: System, subset: str, beam: int, metric: str) -> dict[int | None, float]:
+    return {
+        seed: rows[subset][beam][metric]
+        for seed, rows in system.runs.items()
+        if beam in rows.get(subset, {}) and metric in rows[subset][beam]
+    }
+
+
+def summary(scores: dict[int | None, float]) -> dict | None:
+    if not scores:
+        return None
+    numbers = list(scores.values())
+    std = statistics.stdev(numbers) if len(numbers) > 1 else None
+    return {"mean": statistics.fmean(numbers), "std": std, "n": len(numbers), "values": scores}
+
+
+def read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle]
+
+
+def paired(row: dict, control_row: dict, metric: str, n_samples: int) -> dict:
+    """One paired bootstrap test of a run against a control run on the same test set."""
+    references = read_lines(row["references"])
+    system, baseline = read_lines(row["hypotheses"]), read_lines(control_row["hypotheses"])
+    if metric == "bleu":
+        result = significance.bleu_paired_bootstrap(baseline, system, references, n_samples)
+    else:
+        result = significance.rouge_paired_bootstrap(
+            baseline, system, references, metric, n_samples
+        )
+    return {
+        "difference": result.difference,
+        "p_value": result.p_value,
+        "significant": result.significant,
+    }
+
+
+def tests(
+    system: System, control: System, subset: str, beam: int, metric: str, n_samples: int
+) -> dict | None:
+    """Per-seed tests against the control; ``significant`` when every seed agrees."""
+    pairs = {}
+    for seed, control_rows in sorted(control.runs.items()):
+        own = system.runs.get(None if system.key == START else seed)
+        control_row = control_rows.get(subset, {}).get(beam)
+        row = (own or {}).get(subset, {}).get(beam)
+        if row and control_row and "hypotheses" in row and "hypotheses" in control_row:
+            pairs[seed] = paired(row, control_row, metric, n_samples)
+    if not pairs:
+        return None
+    signs = {np.sign(result["difference"]) for result in pairs.values()}
+    every = all(result["significant"] for result in pairs.values())
+    return {"pairs": pairs, "significant": every and len(signs) == 1}
+
+
+def speed(system: System, beam: int) -> float | None:
+    """Milliseconds of decoding per sentence at this beam, the mean over seeds and subsets."""
+    times = [
+        1000.0 / rows[subset][beam]["sentences_per_s"]
+        for rows in system.runs.values()
+        for subset in rows
+        if beam in rows[subset] and rows[subset][beam].get("sentences_per_s")
+    ]
+    return statistics.fmean(times) if times else None
+
+
+def build(grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES) -> dict:
+    """Everything the table shows, as JSON."""
+    systems, missing = collect(grid)
+    settings = grid.evaluate
+    metric, beams = grid.table_metric, [int(b) for b in settings.get("beams", [1, 5, 10])]
+    subsets = settings.get("gen_subsets", ["test"])
+    control = systems[1]
+    rows = []
+    for system in systems:
+        cells = {}
+        for subset in subsets:
+            for beam in beams:
+                entry = summary(values(system, subset, beam, metric))
+                if entry is not None and system is not control:
+                    entry["test"] = tests(system, control, subset, beam, metric, n_samples)
+                cells[f"{subset}/{beam}"] = entry
+        speeds = {str(beam): speed(system, beam) for beam in (min(beams), max(beams))}
+        paper = grid.spec.get("paper", {}).get("scores", {}).get(system.key, {})
+        rows.append(
+            {"key": system.key, "name": system.name, "cells": cells, "ms_per_sentence": speeds,
+             "paper": paper, "seeds": sorted(s for s in system.runs if s is not None)}
+        )  # fmt: skip
+    return {
+        "grid": str(grid.path), "workdir": str(grid.workdir), "metric": metric, "beams": beams,
+        "subsets": subsets, "subset_names": settings.get("subset_names", {}),
+        "control": control.key, "rows": rows, "missing": missing, "tuning": tuning(grid),
+        "machines": machines(grid), "paper_source": grid.spec.get("paper", {}).get("source"),
+        "bootstrap_samples": n_samples, "seed_pairing": __doc__.split("\n\n")[1].strip(),
+    }  # fmt: skip
+
+
+def tuning(grid: Grid) -> list[dict]:
+    """Every candidate, its validation score (None: not tuned or not run) and the choice."""
+    scores = {
+        (cell.method, cell.candidate): tune_score(grid, cell)
+        for cell in all_cells(grid)
+        if cell.kind == "tune"
+    }
+    lines = []
+    for method in grid.methods:
+        path = choice_path(grid, method.key)
+        chosen = None
+        if path.exists():
+            chosen = json.loads(path.read_text(encoding="utf-8"))["candidate"]
+        for candidate, flags in method.candidates.items():
+            lines.append(
+                {"method": method.key, "candidate": candidate, "flags": flags,
+                 "score": scores.get((method.key, candidate)), "chosen": candidate == chosen,
+                 "tuned": len(method.candidates) > 1}
+            )  # fmt: skip
+    return lines
+
+
+def machines(grid: Grid) -> list[dict]:
+    """The machines that scored the test sets (decoding speed depends on them)."""
+    seen = []
+    for cell in all_cells(grid):
+        marker = read_marker(cell.folder, "test") if cell.evaluated else None
+        if marker and marker.get("machine") and marker["machine"] not in seen:
+            seen.append(marker["machine"])
+    return seen

@@ -1,0 +1,111 @@
+"""The paper's comparison on our data: one XENT start, then XENT (the control), DAD, E2E and
+MIXER with the same update budget from it, each tuned on validation, over several seeds.
+
+    python scripts/grid.py run scripts/grids/multi30k_paper.json --workdir work/grid_m30k_paper \\
+        [--only start|tune|tune:dad|dad:seed2,...] [--cpu] [--dry-run]
+    python scripts/grid.py status GRID --workdir DIR
+    python scripts/grid.py table GRID --workdir DIR [--out-md F] [--out-json F] [--plots DIR]
+
+``run`` runs every cell not finished yet, in order: the data, the XENT start (``start``), the
+tuning runs (``tune:METHOD:CANDIDATE``, short, from the start; a method's candidate with the
+best validation score is recorded in ``WORKDIR/tune/METHOD/choice.json``), then the
+fine-tunings with the chosen settings, seed by seed (``METHOD:seedS``). Each cell trains with
+fairseq-train (output teed to ``CELL/train.log``) and then, for the start and the
+fine-tunings, scores the test sets greedy and with beam search (scripts/evaluate.py,
+``CELL/results.jsonl`` and the hypotheses in ``CELL/hyps/``). A finished phase leaves
+``CELL/.done/PHASE.json`` and is skipped; an interrupted training resumes from its
+``checkpoint_last.pt``. No test set is scored for a method before its tuning choice is
+recorded. A cell being run by another runner is skipped (``CELL/.lock``), so two runners, one
+per core, can share a grid once the start is done; ``--only`` runs the named cells alone.
+
+``table`` builds the paper's table from the finished cells (skipping, and naming, the
+missing ones): Markdown and JSON, and with ``--plots`` the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comparison.grid import GridError, all_cells, load_grid, select_cells  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    run = commands.add_parser("run", help="run the cells not finished yet")
+    status = commands.add_parser("status", help="list every cell and its state")
+    table = commands.add_parser("table", help="tables and plots from the finished cells")
+    for sub in (run, status, table):
+        sub.add_argument("grid", type=Path, help="grid JSON (scripts/grids/)")
+        sub.add_argument("--workdir", type=Path, required=True, help="where the grid is run")
+    run.add_argument("--only", help="comma-separated cells or leading parts of their names")
+    run.add_argument("--cpu", action="store_true", help="pass --cpu to fairseq")
+    run.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    table.add_argument("--out-md", type=Path, help="default: WORKDIR/table.md")
+    table.add_argument("--out-json", type=Path, help="default: WORKDIR/table.json")
+    table.add_argument("--plots", type=Path, metavar="DIR", help="write beam.png and curves.png")
+    table.add_argument("--bootstrap-samples", type=int, default=1000)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    from comparison.runner import run_grid, say
+
+    grid = load_grid(args.grid, args.workdir)
+    cells = all_cells(grid)
+    only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
+    if only:
+        cells = select_cells(cells, only)
+    left = run_grid(grid, cells, args.cpu, bool(only), args.dry_run)
+    if left:
+        say("not done in this sitting:\n  " + "\n  ".join(left))
+    else:
+        say("every cell asked for is done")
+
+
+def status(args: argparse.Namespace) -> None:
+    from comparison.runner import cell_state
+
+    grid = load_grid(args.grid, args.workdir)
+    for cell in all_cells(grid):
+        print(f"{cell.name:32} {cell_state(grid, cell)}")
+
+
+def table(args: argparse.Namespace) -> None:
+    from comparison import plots, report
+    from comparison import table as tables
+
+    grid = load_grid(args.grid, args.workdir)
+    built = tables.build(grid, args.bootstrap_samples)
+    text = report.markdown(built)
+    out_md = args.out_md or grid.workdir / "table.md"
+    out_json = args.out_json or grid.workdir / "table.json"
+    for path, content in ((out_md, text), (out_json, json.dumps(built, indent=1) + "\n")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+    if args.plots is not None:
+        plots.plot_beams(built, args.plots / "beam.png")
+        plots.plot_curves(grid, args.plots / "curves.png")
+    print(text)
+    if built["missing"]:
+        print(f"grid: {len(built['missing'])} cells missing: " + ", ".join(built["missing"]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        {"run": run, "status": status, "table": table}[args.action](args)
+    except GridError as error:
+        raise SystemExit(f"grid: {error}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""scripts/grid.py and scripts/comparison: a tiny grid run end to end through fairseq-train and
+fairseq-generate, resuming, single cells, the test-set guard, the table, and the paired
+bootstrap."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+from comparison import report, significance  # noqa: E402
+from comparison import table as tables  # noqa: E402
+from comparison.grid import GridError, all_cells, load_grid, select_cells  # noqa: E402
+from comparison.runner import check_test_allowed, read_marker  # noqa: E402
+
+GRID_SCRIPT = REPO / "scripts" / "grid.py"
+LSTM = [
+    "--arch", "lstm", "--encoder-bidirectional", "--encoder-embed-dim", "32",
+    "--encoder-hidden-size", "32", "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
+    "--decoder-out-embed-dim", "32", "--dropout", "0.1",
+]  # fmt: skip
+VALID_BLEU = [
+    "--eval-bleu", "--eval-bleu-detok", "space", "--best-checkpoint-metric", "bleu",
+    "--maximize-best-checkpoint-metric",
+]  # fmt: skip
+
+
+def tiny_grid(data: Path) -> dict:
+    """The control, DAD (two candidates, tuned) and MIXER (one), two seeds, a few updates."""
+    return {
+        "data": {"bin": str(data / "bin")},
+        "train": ["--optimizer", "adam", "--batch-size", "32", "--seed", "7", "--log-interval",
+                  "1", "--no-epoch-checkpoints", "--num-workers", "0", "--no-progress-bar"],
+        "model": LSTM,
+        "start": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+                  "--lr", "0.003", "--max-update", "4", *VALID_BLEU],
+        "finetune": VALID_BLEU,
+        "budget": ["--max-update", "3"],
+        "tune": {"budget": ["--max-update", "2"], "seed": 1, "metric": "bleu"},
+        "seeds": [1, 2],
+        "methods": {
+            "xent_more": {"name": "XENT control", "control": True, "candidates": {
+                "lr1e-3": ["--criterion", "label_smoothed_cross_entropy", "--lr", "0.001"]}},
+            "dad": {"name": "DAD", "candidates": {
+                "linear": ["--criterion", "dad", "--dad-schedule", "linear",
+                           "--dad-linear-slope", "0.2", "--lr", "0.001"],
+                "isig": ["--criterion", "dad", "--dad-k", "2", "--lr", "0.002"]}},
+            "mixer": {"name": "MIXER", "candidates": {
+                "paper": ["--criterion", "mixer", "--mixer-xent-epochs", "0",
+                          "--mixer-epochs-per-stage", "1", "--mixer-unroll-steps", "10",
+                          "--mixer-delta", "4", "--mixer-schedule", "per_sentence",
+                          "--lr", "0.001"]}},
+        },
+        "evaluate": {"beams": [1], "metric": "bleu", "batch_size": 64, "gen_subsets": ["test"],
+                     "references": {"test": str(data / "text" / "test.tgt")}},
+        "paper": {"source": "IWSLT'14", "scores": {"start": {"1": 17.74}, "mixer": {"1": 20.73}}},
+    }  # fmt: skip
+
+
+def grid_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(GRID_SCRIPT), *args], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"grid.py {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")  # fmt: skip
+    return proc
+
+
+def trained_cells(workdir: Path, grid_path: Path) -> set[str]:
+    grid = load_grid(grid_path, workdir)
+    return {c.name for c in all_cells(grid) if read_marker(c.folder, "train") is not None}
+
+
+@pytest.fixture(scope="module")
+def grid_run(synthetic_bin, tmp_path_factory):
+    """The tiny grid run the way a user spreads it over sittings; what each sitting printed."""
+    root = tmp_path_factory.mktemp("grid")
+    grid_path, workdir = root / "tiny.json", root / "work"
+    grid_path.write_text(json.dumps(tiny_grid(synthetic_bin.parent)), encoding="utf-8")
+    run = ("run", str(grid_path), "--workdir", str(workdir), "--cpu")
+    sittings = {"start": grid_cli(*run, "--only", "start")}
+    sittings["after_start"] = trained_cells(workdir, grid_path)
+    sittings["untuned"] = grid_cli(*run, "--only", "dad:seed1", check=False)
+    grid = load_grid(grid_path, workdir)
+    with pytest.raises(GridError, match="refusing to score the test sets"):
+        check_test_allowed(grid, select_cells(all_cells(grid), ["dad:seed1"])[0])
+    sittings["tune"] = grid_cli(*run, "--only", "tune")
+    sittings["one"] = grid_cli(*run, "--only", "mixer:seed2")
+    sittings["after_one"] = trained_cells(workdir, grid_path)
+    sittings["all"] = grid_cli(*run)
+    sittings["again"] = grid_cli(*run)
+    return grid_path, workdir, sittings
+
+
+@pytest.mark.slow
+def test_sittings_run_each_cell_once_and_a_rerun_skips_everything(grid_run):
+    grid_path, workdir, sittings = grid_run
+    assert sittings["after_start"] == {"start"}
+    assert sittings["after_one"] == {"start", "tune:dad:linear", "tune:dad:isig", "mixer:seed2"}
+    every = {c.name for c in all_cells(load_grid(grid_path, workdir))}
+    assert trained_cells(workdir, grid_path) == every
+    assert "mixer:seed2: trained already, skipped" in sittings["all"].stdout
+    again = sittings["again"].stdout
+    assert "fairseq-train" not in again and "evaluate.py" not in again
+    assert again.count("skipped") == 2 * 6 + 2 + 2  # finals and start: 2 phases; tuning: 1
+
+
+@pytest.mark.slow
+def test_a_method_is_neither_trained_nor_tested_before_its_tuning_choice(grid_run):
+    grid_path, workdir, sittings = grid_run
+    assert sittings["untuned"].returncode != 0
+    assert "dad's tuning has not finished" in sittings["untuned"].stderr
+    choice = json.loads((workdir / "tune" / "dad" / "choice.json").read_text())
+    assert set(choice["scores"]) == {"linear", "isig"}
+    assert choice["candidate"] == max(choice["scores"], key=choice["scores"].get)
+    trained = read_marker(workdir / "runs" / "dad" / "seed1", "train")
+    assert choice["flags"][-1] in trained["commands"][0]
+    assert not (workdir / "tune" / "dad" / "linear" / "results.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_table_and_plots_from_the_finished_runs_and_with_a_missing_cell(grid_run, tmp_path):
+    grid_path, workdir, _ = grid_run
+    out = ("--out-md", str(tmp_path / "t.md"), "--out-json", str(tmp_path / "t.json"))
+    grid_cli("table", str(grid_path), "--workdir", str(workdir), *out, "--plots", str(tmp_path),
+             "--bootstrap-samples", "50")  # fmt: skip
+    built = json.loads((tmp_path / "t.json").read_text())
+    assert [row["key"] for row in built["rows"]] == ["start", "xent_more", "dad", "mixer"]
+    assert built["missing"] == []
+    mixer = next(row for row in built["rows"] if row["key"] == "mixer")
+    assert mixer["cells"]["test/1"]["n"] == 2 and mixer["paper"] == {"1": 20.73}
+    assert set(mixer["cells"]["test/1"]["test"]["pairs"]) == {"1", "2"}
+    text = (tmp_path / "t.md").read_text()
+    assert "| MIXER |" in text and "20.73" in text and "seed 2:" in text
+    assert (tmp_path / "beam.png").stat().st_size > 0 and (tmp_path / "curves.png").exists()
+
+    marker = workdir / "runs" / "dad" / "seed2" / ".done" / "test.json"
+    marker.rename(marker.with_suffix(".hidden"))
+    try:
+        grid = load_grid(grid_path, workdir)
+        rebuilt = tables.build(grid, n_samples=20)
+    finally:
+        marker.with_suffix(".hidden").rename(marker)
+    assert rebuilt["missing"] == ["dad:seed2 (trained, test sets not scored)"]
+    dad = next(row for row in rebuilt["rows"] if row["key"] == "dad")
+    assert dad["cells"]["test/1"]["n"] == 1
+    assert "Missing cells" in report.markdown(rebuilt)
+
+
+# ---------------------------------------------------------------------- grid files
+
+
+@pytest.mark.parametrize("name", ["multi30k_paper", "multi30k_lstm", "gigaword_paper"])
+def test_the_grid_files_load(name, tmp_path):
+    grid = load_grid(REPO / "scripts" / "grids" / f"{name}.json", tmp_path)
+    assert [m.key for m in grid.methods] == ["xent_more", "dad", "e2e", "mixer"]
+    assert grid.control.key == "xent_more" and len(grid.seeds) >= 3
+
+
+def test_grid_errors(tmp_path, synthetic_bin):
+    spec = tiny_grid(synthetic_bin.parent)
+    spec["methods"]["dad"]["candidates"]["isig"] += ["--max-update", "9"]
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(GridError, match="sets --max-update"):
+        load_grid(path, tmp_path)
+    spec = tiny_grid(synthetic_bin.parent)
+    spec["methods"]["mixer"]["control"] = True
+    path.write_text(json.dumps(spec))
+    with pytest.raises(GridError, match="exactly one method must be the control"):
+        load_grid(path, tmp_path)
+
+
+def test_only_selects_whole_names_and_leading_parts(tmp_path, synthetic_bin):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(tiny_grid(synthetic_bin.parent)))
+    cells = all_cells(load_grid(path, tmp_path))
+    assert [c.name for c in select_cells(cells, ["mixer:seed2"])] == ["mixer:seed2"]
+    assert [c.name for c in select_cells(cells, ["tune"])] == ["tune:dad:linear", "tune:dad:isig"]
+    assert [c.name for c in select_cells(cells, ["dad"])] == ["dad:seed1", "dad:seed2"]
+    with pytest.raises(GridError, match="no such cell"):
+        select_cells(cells, ["mixer:seed9"])
+
+
+# ---------------------------------------------------------------------- significance
+
+
+def test_paired_bootstrap_of_means_by_hand():
+    """Resamples: all sentence 0, all 1, all 2, then one of each. Baseline means 0, 1, .5, .5;
+    system means 1, 1, .5, 5/6; |differences| 1, 0, 0, 1/3, centred by their mean 1/3: 2/3,
+    -1/3, -1/3, 0; the observed difference is 1/3, exceeded once: p = (1 + 1) / (4 + 1)."""
+    indices = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2], [0, 1, 2]])
+    result = significance.paired_bootstrap(
+        np.array([0.0, 1.0, 0.5]), np.array([1.0, 1.0, 0.5]), significance.mean_score, indices
+    )
+    assert result.baseline == pytest.approx(0.5) and result.system == pytest.approx(5 / 6)
+    assert result.p_value == pytest.approx(0.4) and not result.significant
+
+
+def sentences(seed: int, count: int = 40) -> tuple[list[str], list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(12)]
+    refs = [" ".join(rng.choice(words, 8)) for _ in range(count)]
+
+    def noisy(p):
+        return [" ".join(w if rng.random() > p else "x" for w in r.split()) for r in refs]
+
+    return refs, noisy(0.5), noisy(0.3)
+
+
+def test_bleu_bootstrap_is_sacrebleus_and_the_mean_bootstrap_resamples_as_it_does():
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    refs, base, system = sentences(1)
+    ours = significance.bleu_paired_bootstrap(base, system, refs, n_samples=200)
+    _, scores = PairedTest(
+        [("b", base), ("s", system)], {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=200
+    )()
+    assert ours.p_value == scores["BLEU"][1].p_value and ours.system == scores["BLEU"][1].score
+    assert ours.baseline == scores["BLEU"][0].score and ours.significant
+
+    metric = BLEU()
+    stats = [
+        np.array(metric._extract_corpus_statistics(hyps, [refs]), "float32")
+        for hyps in (base, system)
+    ]
+
+    def bleu(rows):
+        return metric._compute_score_from_stats(rows.sum(0)).score
+
+    indices = significance.bootstrap_indices(len(refs), 200, 12345)
+    generic = significance.paired_bootstrap(stats[0], stats[1], bleu, indices)
+    assert generic.p_value == ours.p_value
+
+
+def test_rouge_bootstrap_resamples_per_sentence_rouge():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import evaluate
+
+    refs, base, system = sentences(2)
+    per_sentence = significance.rouge_sentence_scores(system, refs, "rouge2")
+    assert np.mean(per_sentence) == pytest.approx(evaluate.rouge_scores(system, refs)["rouge2"])
+    result = significance.rouge_paired_bootstrap(base, system, refs, "rouge2", n_samples=200)
+    assert result.system == pytest.approx(np.mean(per_sentence)) and result.significant
+    same = significance.rouge_paired_bootstrap(system, system, refs, "rouge2", n_samples=200)
+    assert same.difference == 0 and not same.significant
+
+
+def test_significance_mark_needs_every_seed(tmp_path):
+    refs, worse, better = sentences(3, count=60)
+    files = {}
+    for name, lines in (("ref", refs), ("worse", worse), ("better", better)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("".join(line + "\n" for line in lines))
+
+    def runs(*hyps):
+        return {
+            seed: {"test": {1: {"bleu": 1.0, "hypotheses": str(files[h]),
+                                "references": str(files["ref"])}}}
+            for seed, h in enumerate(hyps, 1)
+        }  # fmt: skip
+
+    control = tables.System("xent_more", "control", runs("worse", "worse"))
+    agree = tables.tests(
+        tables.System("m", "M", runs("better", "better")), control, "test", 1, "bleu", 100
+    )
+    split = tables.tests(
+        tables.System("m", "M", runs("better", "worse")), control, "test", 1, "bleu", 100
+    )
+    assert agree["significant"] and not split["significant"]
+    assert split["pairs"][2]["difference"] == 0 and not split["pairs"][2]["significant"]
+    entry = {"mean": 30.0, "std": 1.0, "n": 2, "test": agree}
+    assert report.cell_text(entry, 2) == "30.00 ± 1.00*"
+    assert report.cell_text({**entry, "test": split, "n": 1, "std": None}, 2) == (
+        "30.00 (1 of 2 seeds)"
+    )
