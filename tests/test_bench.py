@@ -15,6 +15,9 @@ TARGETS = {
     "update_lstm", "update_transformer", "memory_lstm", "memory_transformer", "decoding",
     *(f"reward_{kind}_{name}" for kind in ("speedup", "share")
       for name in ("mixer_bleu", "sentence_bleu", "rouge2")),
+    # issue 17: DAD's and E2E's update times (CPU) and peak memory
+    "update_dad_lstm", "update_dad_transformer", "update_e2e_lstm",
+    *(f"memory_{method}_{arch}" for method in ("dad", "e2e") for arch in ("lstm", "transformer")),
 }  # fmt: skip
 
 
@@ -44,12 +47,15 @@ def test_quick_bench_reports_every_target(tmp_path):
         xent = figures["phases"][arch]["xent_ms_per_update"]
         assert set(xent) == {"forward", "backward", "step"}
         assert f"{arch} XENT update: forward / backward / step" in done.stdout
-    assert f"targets: {sum(t['passed'] for t in figures['targets'].values())} of 11 pass" in (
-        done.stdout
-    )
+    passed = sum(t["passed"] for t in figures["targets"].values())
+    assert f"targets: {passed} of {len(TARGETS)} pass" in done.stdout
     for measured in ("update", "memory"):
         lstm = figures[measured]["lstm"]
-        assert set(lstm["ratios"]) == {"mixer"} and lstm["ratios"]["mixer"] == lstm["ratio"]
+        assert set(lstm["ratios"]) == {"mixer", "dad", "e2e"}
+        assert lstm["ratios"]["mixer"] == lstm["ratio"]
+    assert "update, lstm: DAD / XENT" in done.stdout and "peak memory, transformer: E2E" in (
+        done.stdout
+    )
     assert figures["environment"]["rewards"] == "compiled"  # numba is a dependency
     if platform.libc_ver()[0] == "glibc":  # the memory children pin its mmap threshold
         assert figures["memory"]["mmap_threshold_pinned"]
@@ -151,7 +157,7 @@ def test_a_method_added_to_the_list_is_timed_beside_mixer(synthetic_bin, monkeyp
 
     plain = methods.Method("plain", "cross-entropy", ("--criterion", "cross_entropy"))
     monkeypatch.setattr(
-        setup, "methods", lambda *args: (*methods.methods(*args)[:1], plain, methods.methods()[1])
+        setup, "methods", lambda *args: (*methods.methods(*args)[:1], plain, methods.methods()[-1])
     )
     settings = replace(QUICK, batches=1, warmup_pairs=0, timed_pairs=3)
     bench = setup.build_bench(setup.make_job(synthetic_bin, "lstm", settings, "cpu", 1))
