@@ -30,8 +30,10 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(PY) -c "import torch, fairseq, fairseq_mixer; print('setup: torch', torch.__version__, 'fairseq', fairseq.__version__)"
 	touch $(STAMP)
 
+# Two workers: most of the suite's time is single-threaded (fairseq subprocesses, tiny models).
+TEST_WORKERS ?= 2
 test: setup
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/demo.py

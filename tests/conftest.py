@@ -8,12 +8,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# One thread for torch here and in every tool the tests start: the suite runs on two workers
+# (make test), the models are tiny, and a second thread on a shared core only waits. Set
+# before torch is imported, so that the tests' own processes take it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_tool(args: list[str], cwd: Path | None = None, check: bool = True, timeout: int = 600):
     """Run a command-line tool of the venv (fairseq-train, ...) and return the finished process."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("OMP_NUM_THREADS", "2")
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(

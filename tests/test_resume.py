@@ -139,7 +139,7 @@ def kill_after_update(args: list[str], update: int) -> None:
     """Start fairseq-train and SIGKILL it as soon as it has logged `update`, wherever it is then
     (validating, saving, or in the next update)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.setdefault("OMP_NUM_THREADS", "2")
+    env["OMP_NUM_THREADS"] = "1"  # bit-identical runs are promised with one thread
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
