@@ -355,8 +355,11 @@ RECIPE_FINGERPRINTS = {
     "multi30k_lr1e-4_xent025": "ab31e0122d468d38",
     "multi30k_release_sgd": "a42c53c6344fef6b",
     "multi30k_self_critical": "77e7f5799e8bb7ed",
+    # added later: the subword recipe, and its id-reward twin as the whole file it was first
+    "multi30k_spm": "45149aed34f8f3c6",
+    "multi30k_spm_id_reward": "119330478cbe6b4c",
 }
-BASE_RECIPES = {"multi30k", "gigaword", "demo_tiny"}
+BASE_RECIPES = {"multi30k", "gigaword", "demo_tiny", "multi30k_spm"}
 
 
 def settings_fingerprint(recipe: dict) -> str:
