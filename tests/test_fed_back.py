@@ -136,6 +136,29 @@ def graded(result) -> tuple[torch.Tensor, torch.Tensor]:
     return result.fed_tokens, result.lprobs.detach()
 
 
+@pytest.mark.parametrize("arch", ["transformer", "lstm", "fconv"])
+def test_two_pass_predictions_are_those_of_fairseqs_teacher_forced_pass(synthetic_bin, arch):
+    """Wherever the model-fed inputs sit (here one per sentence, after a reference prefix),
+    DAD's two-pass form feeds the argmax of fairseq's own teacher-forced pass there, and E2E's
+    the soft input of its features."""
+    _, task, model, _ = build(synthetic_bin, ARCHS[arch] + ["--criterion", "cross_entropy"])
+    model.eval()
+    sample = first_batch(task)
+    pad = task.tgt_dict.pad()
+    mask = one_input_from_model(sample["target"], pad)
+    encoder_out, prev, where, expected = teacher_forced(model, sample)
+    rows, steps = mask.nonzero(as_tuple=True)
+    full = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
+    predicted = full[rows, steps - 1].clone()
+    predicted[:, pad] = float("-inf")
+    dad = two_pass(model, encoder_out, prev, mask, PredictedTokens(None, pad), where)
+    assert torch.equal(dad.fed_tokens[rows, steps], predicted.argmax(-1))
+    if arch != "fconv":
+        e2e = two_pass(model, encoder_out, prev, mask, SoftTopK(1, pad), where)
+        assert torch.equal(e2e.fed_tokens, dad.fed_tokens)
+        torch.testing.assert_close(e2e.lprobs, dad.lprobs, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("soft", [False, True], ids=["dad", "e2e"])
 def test_two_pass_on_an_lstm_equals_the_sequential_form_where_inputs_agree(synthetic_bin, soft):
     _, task, model, _ = build(synthetic_bin, ARCHS["lstm"] + ["--criterion", "cross_entropy"])
@@ -177,15 +200,16 @@ def test_e2e_with_k_1_feeds_the_argmax_embedding(synthetic_bin, arch, form):
 
 
 @pytest.mark.parametrize(
-    "arch, form, step, rel",
+    "arch, form, step, rel, k",
     [
-        ("lstm", sequential_pass, 1e-6, 1e-7),
-        # fairseq's attention takes its softmax in float32, whose rounding a larger step drowns
-        ("transformer", two_pass, 1e-3, 1e-4),
+        ("lstm", sequential_pass, 1e-6, 1e-7, 3),
+        # fairseq's attention takes its softmax in float32, whose rounding a larger step
+        # drowns; k spans the vocabulary, so that no step of that size changes the k words
+        ("transformer", two_pass, 1e-3, 1e-4, None),
     ],
 )
 def test_e2e_gradient_reaches_earlier_steps_through_the_weights(
-    synthetic_bin, arch, form, step, rel, monkeypatch
+    synthetic_bin, arch, form, step, rel, k, monkeypatch
 ):
     """Autograd's directional derivative of the E2E loss matches central finite differences
     (float64 where fairseq allows), and the one with the top-k weights held constant (no
@@ -201,7 +225,9 @@ def test_e2e_gradient_reaches_earlier_steps_through_the_weights(
 
     def loss() -> torch.Tensor:
         encoder_out, prev, where, _ = teacher_forced(model, sample)
-        result = form(model, encoder_out, prev, mask, SoftTopK(3, pad), where)
+        result = form(
+            model, encoder_out, prev, mask, SoftTopK(k or len(task.tgt_dict) - 1, pad), where
+        )
         reference = at_positions(sample["target"], where)
         # in float64 throughout: fairseq's get_normalized_probs would compute in float32
         logits = model.decoder.output_layer(result.features.unsqueeze(1)).squeeze(1)

@@ -38,7 +38,7 @@ from fairseq_mixer.rollout.decoder_features import (
     teacher_forced_log_probs,
 )
 from fairseq_mixer.rollout.lstm_step import LeanLSTMState, supports_lean_lstm_step
-from fairseq_mixer.rollout.positions import at_positions
+from fairseq_mixer.rollout.positions import at_positions, rows_of_positions
 from fairseq_mixer.rollout.sampling import draw_tokens
 
 PASSES = ("auto", "sequential", "two_pass")
@@ -255,20 +255,25 @@ def two_pass(
 ) -> FedPass:
     """Predictions from a teacher-forced pass over `prev_reference` [B, L], fed where
     `from_model` says, then a second pass with grad; the result at `where`."""
-    width = prev_reference.size(1)
+    batch, width = prev_reference.shape
     predicting = torch.zeros_like(from_model)
     predicting[:, :-1] = from_model[:, 1:]
     before = predicting.reshape(-1).nonzero().squeeze(1)  # flat positions that predict
     rows, steps = before // width, before % width + 1
+    # The first pass computes every token of `where` (a prefix of each row, as the packed
+    # pass needs for its attention) and the predicting positions are read off it.
+    among_where = rows_of_positions(where, batch, width).index_select(0, before)
     fed = prev_reference.clone()
     decoder = model.decoder
     if not feedback.soft:
         with torch.no_grad(), _eval_mode(decoder):
-            _, lprobs = teacher_forced_log_probs(model, prev_reference, encoder_out, before)
-        fed.view(-1)[before + 1] = feedback.tokens(lprobs.float(), rows, steps)
+            _, lprobs = teacher_forced_log_probs(model, prev_reference, encoder_out, where)
+        lprobs = lprobs.index_select(0, among_where).float()
+        fed.view(-1)[before + 1] = feedback.tokens(lprobs, rows, steps)
         features, lprobs = teacher_forced_log_probs(model, fed, encoder_out, where)
         return FedPass(features, lprobs, fed)
-    first = teacher_forced_features(decoder, prev_reference, encoder_out, before)
+    first = teacher_forced_features(decoder, prev_reference, encoder_out, where)
+    first = first.index_select(0, among_where)
     tokens, embedded, mass = feedback(model, first, rows, steps)
     fed.view(-1)[before + 1] = tokens
     values = embedded.new_zeros(fed.numel(), embedded.size(-1)).index_copy(0, before + 1, embedded)
