@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from run_recipe import substitute
+
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "fairseq_mixer"
 BIN = Path(sys.executable).parent
@@ -118,17 +120,6 @@ class Grid:
 
 
 # ---------------------------------------------------------------------- reading
-
-
-def substitute(value: object, workdir: Path) -> object:
-    """``value`` with ``{workdir}`` replaced in every string it holds."""
-    if isinstance(value, str):
-        return value.replace("{workdir}", str(workdir))
-    if isinstance(value, list):
-        return [substitute(item, workdir) for item in value]
-    if isinstance(value, dict):
-        return {key: substitute(item, workdir) for key, item in value.items()}
-    return value
 
 
 def load_grid(path: Path, workdir: Path) -> Grid:
