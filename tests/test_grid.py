@@ -32,7 +32,8 @@ VALID_BLEU = [
 
 
 def tiny_grid(data: Path) -> dict:
-    """The control, DAD (two candidates, tuned) and MIXER (one), two seeds, a few updates."""
+    """The control (one candidate) and DAD (two, tuned), two seeds, a few updates: the
+    machinery of every method; MIXER and E2E go through it as DAD does."""
     return {
         "data": {"bin": str(data / "bin")},
         "train": ["--optimizer", "adam", "--batch-size", "32", "--seed", "7", "--log-interval",
@@ -51,15 +52,10 @@ def tiny_grid(data: Path) -> dict:
                 "linear": ["--criterion", "dad", "--dad-schedule", "linear",
                            "--dad-linear-slope", "0.2", "--lr", "0.001"],
                 "isig": ["--criterion", "dad", "--dad-k", "2", "--lr", "0.002"]}},
-            "mixer": {"name": "MIXER", "candidates": {
-                "paper": ["--criterion", "mixer", "--mixer-xent-epochs", "0",
-                          "--mixer-epochs-per-stage", "1", "--mixer-unroll-steps", "10",
-                          "--mixer-delta", "4", "--mixer-schedule", "per_sentence",
-                          "--lr", "0.001"]}},
         },
         "evaluate": {"beams": [1], "metric": "bleu", "batch_size": 64, "gen_subsets": ["test"],
                      "references": {"test": str(data / "text" / "test.tgt")}},
-        "paper": {"source": "IWSLT'14", "scores": {"start": {"1": 17.74}, "mixer": {"1": 20.73}}},
+        "paper": {"source": "IWSLT'14", "scores": {"start": {"1": 17.74}, "dad": {"1": 20.12}}},
     }  # fmt: skip
 
 
@@ -94,7 +90,7 @@ def grid_run(synthetic_bin, tmp_path_factory):
     with pytest.raises(GridError, match="refusing to score the test sets"):
         check_test_allowed(grid, select_cells(all_cells(grid), ["dad:seed1"])[0])
     sittings["tune"] = grid_cli(*run, "--only", "tune")
-    sittings["one"] = grid_cli(*run, "--only", "mixer:seed2")
+    sittings["one"] = grid_cli(*run, "--only", "dad:seed2")
     sittings["after_one"] = trained_cells(workdir, grid_path)
     sittings["all"] = grid_cli(*run)
     sittings["again"] = grid_cli(*run)
@@ -105,13 +101,13 @@ def grid_run(synthetic_bin, tmp_path_factory):
 def test_sittings_run_each_cell_once_and_a_rerun_skips_everything(grid_run):
     grid_path, workdir, sittings = grid_run
     assert sittings["after_start"] == {"start"}
-    assert sittings["after_one"] == {"start", "tune:dad:linear", "tune:dad:isig", "mixer:seed2"}
+    assert sittings["after_one"] == {"start", "tune:dad:linear", "tune:dad:isig", "dad:seed2"}
     every = {c.name for c in all_cells(load_grid(grid_path, workdir))}
     assert trained_cells(workdir, grid_path) == every
-    assert "mixer:seed2: trained already, skipped" in sittings["all"].stdout
+    assert "dad:seed2: trained already, skipped" in sittings["all"].stdout
     again = sittings["again"].stdout
     assert "fairseq-train" not in again and "evaluate.py" not in again
-    assert again.count("skipped") == 2 * 6 + 2 + 2  # finals and start: 2 phases; tuning: 1
+    assert again.count("skipped") == 2 * 4 + 2 + 2  # finals and start: 2 phases; tuning: 1
 
 
 @pytest.mark.slow
@@ -134,13 +130,13 @@ def test_table_and_plots_from_the_finished_runs_and_with_a_missing_cell(grid_run
     grid_cli("table", str(grid_path), "--workdir", str(workdir), *out, "--plots", str(tmp_path),
              "--bootstrap-samples", "50")  # fmt: skip
     built = json.loads((tmp_path / "t.json").read_text())
-    assert [row["key"] for row in built["rows"]] == ["start", "xent_more", "dad", "mixer"]
+    assert [row["key"] for row in built["rows"]] == ["start", "xent_more", "dad"]
     assert built["missing"] == []
-    mixer = next(row for row in built["rows"] if row["key"] == "mixer")
-    assert mixer["cells"]["test/1"]["n"] == 2 and mixer["paper"] == {"1": 20.73}
-    assert set(mixer["cells"]["test/1"]["test"]["pairs"]) == {"1", "2"}
+    dad = next(row for row in built["rows"] if row["key"] == "dad")
+    assert dad["cells"]["test/1"]["n"] == 2 and dad["paper"] == {"1": 20.12}
+    assert set(dad["cells"]["test/1"]["test"]["pairs"]) == {"1", "2"}
     text = (tmp_path / "t.md").read_text()
-    assert "| MIXER |" in text and "20.73" in text and "seed 2:" in text
+    assert "| DAD |" in text and "20.12" in text and "seed 2:" in text
     assert (tmp_path / "beam.png").stat().st_size > 0 and (tmp_path / "curves.png").exists()
 
     marker = workdir / "runs" / "dad" / "seed2" / ".done" / "test.json"
@@ -174,7 +170,7 @@ def test_grid_errors(tmp_path, synthetic_bin):
     with pytest.raises(GridError, match="sets --max-update"):
         load_grid(path, tmp_path)
     spec = tiny_grid(synthetic_bin.parent)
-    spec["methods"]["mixer"]["control"] = True
+    spec["methods"]["dad"]["control"] = True
     path.write_text(json.dumps(spec))
     with pytest.raises(GridError, match="exactly one method must be the control"):
         load_grid(path, tmp_path)
@@ -184,11 +180,11 @@ def test_only_selects_whole_names_and_leading_parts(tmp_path, synthetic_bin):
     path = tmp_path / "g.json"
     path.write_text(json.dumps(tiny_grid(synthetic_bin.parent)))
     cells = all_cells(load_grid(path, tmp_path))
-    assert [c.name for c in select_cells(cells, ["mixer:seed2"])] == ["mixer:seed2"]
+    assert [c.name for c in select_cells(cells, ["dad:seed2"])] == ["dad:seed2"]
     assert [c.name for c in select_cells(cells, ["tune"])] == ["tune:dad:linear", "tune:dad:isig"]
     assert [c.name for c in select_cells(cells, ["dad"])] == ["dad:seed1", "dad:seed2"]
     with pytest.raises(GridError, match="no such cell"):
-        select_cells(cells, ["mixer:seed9"])
+        select_cells(cells, ["dad:seed9"])
 
 
 # ---------------------------------------------------------------------- significance
