@@ -84,6 +84,44 @@ class Cache(dict):
         return value
 
 
+class KeyIndex:
+    """Word keys (int64) -> arena entry ids, looked up for a whole batch at once: the known
+    keys sorted, one binary search per word instead of a dict lookup in Python; an unknown
+    key is computed once (`compute`) and merged in."""
+
+    def __init__(self, compute: Callable[[int], int]):
+        self.compute = compute
+        self.clear()
+
+    def clear(self) -> None:
+        self.keys = np.empty(0, dtype=np.int64)
+        self.entries = np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """The entry of every key of `keys` [N] (each >= 0)."""
+        places = self._places(keys)
+        missing = places < 0
+        if missing.any():
+            new = np.unique(keys[missing])
+            entries = np.fromiter(map(self.compute, new.tolist()), np.int64, len(new))
+            merged = np.concatenate([self.keys, new])
+            order = np.argsort(merged, kind="stable")
+            self.keys = merged[order]
+            self.entries = np.concatenate([self.entries, entries])[order]
+            places = self._places(keys)
+        return self.entries[places]
+
+    def _places(self, keys: np.ndarray) -> np.ndarray:
+        """Where each key stands in `self.keys`, or -1."""
+        if len(self.keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        places = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
+        return np.where(self.keys[places] == keys, places, -1)
+
+
 def ragged_channels(entries: Sequence[Channels], counts: np.ndarray, channels: int) -> list[Ragged]:
     """Concatenated units of consecutive entries, ``counts[i]`` entries for sentence i."""
     entry_ends = np.zeros(len(counts) + 1, dtype=np.int64)
@@ -201,7 +239,7 @@ class TextReward(Reward):
         # word key -> entry id in the arena, per side (their <unk> strings differ)
         self.arena = UnitArena(self.channels)
         self.key_caches = {
-            side: Cache(partial(self.key_entry, side=side)) for side in ("hyp", "ref")
+            side: KeyIndex(partial(self.key_entry, side=side)) for side in ("hyp", "ref")
         }
         self.reference_units: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
 
@@ -262,13 +300,12 @@ class TextReward(Reward):
             if fallback.all():
                 return as_text
             return merge_rows(self.sentence_units(tokens[~fallback], side), as_text, fallback)
-        cache = self.key_caches[side]
-        # long words have positional keys (< 0): in the cache for this batch only
-        for i, word in enumerate(long_words):
-            cache[-1 - i] = self.arena.add(self.words_units(word))
-        entries = np.fromiter(map(cache.__getitem__, keys.tolist()), np.int64, len(keys))
-        for i in range(len(long_words)):
-            del cache[-1 - i]
+        # long words have positional keys (< 0), for this batch only
+        long_entries = np.array([self.arena.add(self.words_units(w)) for w in long_words], int)
+        is_long = keys < 0
+        entries = np.empty(len(keys), dtype=np.int64)
+        entries[is_long] = long_entries[-1 - keys[is_long]]
+        entries[~is_long] = self.key_caches[side].lookup(keys[~is_long])
         return self.arena.gather(entries, counts)
 
     def references(self, tokens: np.ndarray) -> list[Ragged]:
