@@ -43,15 +43,7 @@ def get_reward(name: str, **options: Any) -> Reward:
         raise ValueError(
             f"reward {name!r} scores text: give the target dictionary's symbols (symbols=...)"
         )
-    cls = _REGISTRY[name]
-    valid = cls.option_names()
-    unknown = [key for key in options if key not in valid]
-    if unknown:
-        raise TypeError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for reward {name!r}; "
-            f"valid options: {', '.join(valid)}"
-        )
-    return cls(**options)
+    return _REGISTRY[name].with_options(f"reward {name!r}", **options)
 
 
 __all__ = [

@@ -61,6 +61,19 @@ class Reward(ABC):
         params = inspect.signature(cls.__init__).parameters
         return tuple(name for name in params if name != "self")
 
+    @classmethod
+    def with_options(cls, label: str, **options: Any) -> Reward:
+        """The reward built with `options`; TypeError naming any option the constructor does
+        not take (`label` names the reward in the message)."""
+        valid = cls.option_names()
+        unknown = [key for key in options if key not in valid]
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for {label}; "
+                f"valid options: {', '.join(valid)}"
+            )
+        return cls(**options)
+
     def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
         hyp_tokens, ref_tokens = token_matrices(hyps, refs, self.pad)
         if COMPILED_ON_CPU and compiled_kernels_import():

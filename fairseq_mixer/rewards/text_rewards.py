@@ -569,12 +569,4 @@ def get_text_reward(name: str, **options: Any) -> TextReward:
             f"reward {name!r} scores token ids only; the rewards of text are "
             f"{', '.join(TEXT_REWARDS)}"
         )
-    cls = TEXT_REWARDS[name]
-    valid = cls.option_names()
-    unknown = [key for key in options if key not in valid]
-    if unknown:
-        raise TypeError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for text reward {name!r}; "
-            f"valid options: {', '.join(valid)}"
-        )
-    return cls(**options)
+    return TEXT_REWARDS[name].with_options(f"text reward {name!r}", **options)
