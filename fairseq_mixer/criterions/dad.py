@@ -46,29 +46,21 @@ class DadCriterion(FedBackCriterion):
         super().__init__(task, cfg)
         self.decay = task.cfg.dad_schedule
         self.eps = 1.0
-        self._uniforms: torch.Tensor | None = None
 
     def set_reference_probability(self, eps: float) -> None:
         """eps of the task's --dad-schedule for the coming update."""
         self.eps = eps
 
-    def _from_model(self, sample) -> torch.Tensor | None:
+    def _model_inputs(self, sample) -> tuple[torch.Tensor | None, PredictedTokens]:
         target = sample["target"]
-        if self.decay == "mixer":
-            self._uniforms = self._draw_uniforms(sample, target, count=1)[0]
-            return self._stage_prefix(target)
-        coin, draws = self._draw_uniforms(sample, target, count=2)
-        self._uniforms = draws
-        return bernoulli_from_model(target, self.padding_idx, self.eps, coin)
-
-    def _draw_uniforms(self, sample, target, count: int) -> torch.Tensor:
-        """[count, B, L] uniform numbers of this batch, the same on every worker and resume."""
         generator = batch_generator(self.cfg.seed, self.num_updates, sample, target.device)
-        return torch.rand((count,) + target.shape, generator=generator, device=target.device)
-
-    def _feedback(self, sample, target) -> PredictedTokens:
-        uniforms = self._uniforms if self.cfg.dad_prediction == "sample" else None
-        return PredictedTokens(uniforms, self.padding_idx)
+        coin, draws = torch.rand((2,) + target.shape, generator=generator, device=target.device)
+        feedback = PredictedTokens(
+            draws if self.cfg.dad_prediction == "sample" else None, self.padding_idx
+        )
+        if self.decay == "mixer":
+            return self._stage_prefix(target), feedback
+        return bernoulli_from_model(target, self.padding_idx, self.eps, coin), feedback
 
     def _schedule_log(self, nsentences: int) -> dict:
         log = super()._schedule_log(nsentences)

@@ -61,8 +61,5 @@ class E2ECriterion(FedBackCriterion):
             )
         super().check_model(model)
 
-    def _from_model(self, sample):
-        return self._stage_prefix(sample["target"])
-
-    def _feedback(self, sample, target) -> SoftTopK:
-        return SoftTopK(self.cfg.e2e_topk, self.padding_idx)
+    def _model_inputs(self, sample) -> tuple[object, SoftTopK]:
+        return self._stage_prefix(sample["target"]), SoftTopK(self.cfg.e2e_topk, self.padding_idx)

@@ -1,9 +1,9 @@
 """What DAD and E2E share: cross-entropy against the reference at every step, with some
 decoder inputs taken from the model itself (rollout/fed_back.py says which and how).
 
-A subclass says which inputs are the model's (`_from_model`) and what it feeds there
-(`_feedback`). Where no input is the model's (validation, MIXER's XENT-only stage, eps = 1)
-the step is fairseq's label-smoothed cross-entropy on one teacher-forced pass, exactly."""
+A subclass says which inputs are the model's and what it feeds there (`_model_inputs`).
+Where no input is the model's (validation, MIXER's XENT-only stage, eps = 1) the step is
+fairseq's label-smoothed cross-entropy on one teacher-forced pass, exactly."""
 
 import math
 from dataclasses import dataclass, field
@@ -91,11 +91,9 @@ class FedBackCriterion(FairseqCriterion):
         passes = getattr(self.cfg, f"{self.criterion_name}_passes")
         return uses_sequential_pass(decoder, passes, f"--{self.criterion_name}-passes")
 
-    def _from_model(self, sample) -> torch.Tensor | None:
-        """Bool [B, L]: the decoder inputs that are the model's; None where none is."""
-        raise NotImplementedError
-
-    def _feedback(self, sample, target):
+    def _model_inputs(self, sample) -> tuple[torch.Tensor | None, object]:
+        """(bool [B, L]: the decoder inputs that are the model's, None where none is; the
+        feedback of rollout/fed_back.py that goes there)."""
         raise NotImplementedError
 
     def _stage_prefix(self, target: torch.Tensor) -> torch.Tensor | None:
@@ -110,7 +108,7 @@ class FedBackCriterion(FairseqCriterion):
         return prefix_from_model(target, self.padding_idx, prefix)
 
     def forward(self, model, sample, reduce=True):
-        from_model = self._from_model(sample) if model.training else None
+        from_model, feedback = self._model_inputs(sample) if model.training else (None, None)
         if from_model is None or not bool(from_model.any()):
             lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
             lprobs = lprobs.view(-1, lprobs.size(-1))
@@ -126,7 +124,7 @@ class FedBackCriterion(FairseqCriterion):
             encoder_out,
             net_input["prev_output_tokens"],
             from_model,
-            self._feedback(sample, target),
+            feedback,
             where,
         )
         mass = None if fed.top_k_mass is None else fed.top_k_mass.sum().data
