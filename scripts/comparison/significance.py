@@ -1,11 +1,15 @@
 """Paired bootstrap resampling over test sentences (Koehn 2004), as sacreBLEU 2.6 does it.
 
-BLEU goes through sacreBLEU's own ``PairedTest(test_type="bs")``. ROUGE, a mean of
-per-sentence scores, goes through `paired_bootstrap`, which repeats sacreBLEU's procedure on
-any per-sentence statistics: the same resampled index sets (``numpy.random.default_rng(seed)
-.choice(n, (n_samples, n))``, seed 12345 unless ``SACREBLEU_SEED`` says otherwise), the same
-statistic (the absolute difference of the two systems' scores, centred over the resamples) and
-the same p-value ``(count(centred > observed) + 1) / (n_samples + 1)``.
+Both metrics go through `paired_bootstrap`, which repeats the procedure of sacreBLEU's
+``PairedTest(test_type="bs")`` on any per-sentence statistics: the same resampled index sets
+(``numpy.random.default_rng(seed).choice(n, (n_samples, n))``, seed 12345 unless
+``SACREBLEU_SEED`` says otherwise), the same statistic (the absolute difference of the two
+systems' scores, centred over the resamples) and the same p-value
+``(count(centred > observed) + 1) / (n_samples + 1)``. BLEU's statistics are sacreBLEU's
+per-sentence sufficient statistics (n-gram counts and lengths), so its p-value and scores are
+PairedTest's own; ROUGE's are rouge-score's per-sentence F values, their mean the corpus
+score. Statistics, unlike the text, can be kept where the references may not be
+(comparison.sentences).
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from sacrebleu.metrics import BLEU
+
 DEFAULT_SAMPLES = 1000
 SIGNIFICANCE_LEVEL = 0.05
+BLEU_TOKENIZE = "13a"  # scripts/evaluate.py's --tokenize default, which the grid keeps
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 @dataclass(frozen=True)
@@ -56,15 +66,18 @@ def paired_bootstrap(
     system: np.ndarray,
     score: Callable[[np.ndarray], float],
     indices: np.ndarray,
+    observed: tuple[float, float] | None = None,
 ) -> PairedResult:
     """The paired bootstrap test of ``system`` against ``baseline``.
 
     ``baseline`` and ``system`` hold one row of statistics per sentence (the same sentences in
     the same order); ``score`` maps such rows (all of them, or one resample) to a corpus score;
-    ``indices`` are the resamples (`bootstrap_indices`)."""
+    ``indices`` are the resamples (`bootstrap_indices`); ``observed``, the two scores on all
+    sentences when they are not ``score`` of all rows (sacreBLEU's BLEU: integer counts there,
+    float32 ones in the resamples)."""
     if len(baseline) != len(system):
         raise ValueError(f"{len(baseline)} baseline sentences but {len(system)} system ones")
-    observed_base, observed_system = score(baseline), score(system)
+    observed_base, observed_system = observed or (score(baseline), score(system))
     resampled_base = np.array([score(baseline[rows]) for rows in indices])
     resampled_system = np.array([score(system[rows]) for rows in indices])
     differences = np.abs(resampled_system - resampled_base)
@@ -93,18 +106,26 @@ def mean_paired_bootstrap(
     return paired_bootstrap(base, sys_scores, mean_score, indices)
 
 
+def rouge_statistics(
+    hypotheses: Sequence[str], references: Sequence[str], rouge_types: Sequence[str] = ROUGE_TYPES
+) -> np.ndarray:
+    """[sentences, len(rouge_types)]: rouge-score's F-measure x 100 of every sentence, on
+    whitespace tokens as evaluate.py scores them (their mean is evaluate.py's corpus ROUGE)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(rouge_types), tokenizer=WhitespaceTokenizer())
+    rows = []
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        scores = scorer.score(target=ref, prediction=hyp)
+        rows.append([100.0 * scores[rouge_type].fmeasure for rouge_type in rouge_types])
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(rouge_types))
+
+
 def rouge_sentence_scores(
     hypotheses: Sequence[str], references: Sequence[str], rouge_type: str
 ) -> list[float]:
-    """rouge-score's F-measure x 100 of every sentence, on whitespace tokens as evaluate.py
-    scores them (the mean of these is evaluate.py's corpus ROUGE)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer([rouge_type], tokenizer=WhitespaceTokenizer())
-    return [
-        100.0 * scorer.score(target=ref, prediction=hyp)[rouge_type].fmeasure
-        for hyp, ref in zip(hypotheses, references, strict=True)
-    ]
+    """One ROUGE type's column of `rouge_statistics`."""
+    return rouge_statistics(hypotheses, references, [rouge_type])[:, 0].tolist()
 
 
 class WhitespaceTokenizer:
@@ -129,24 +150,61 @@ def rouge_paired_bootstrap(
     )
 
 
+def bleu_metric(tokenize: str = BLEU_TOKENIZE) -> BLEU:
+    """sacreBLEU's BLEU as evaluate.py scores it (its defaults otherwise)."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize=tokenize)
+
+
+def bleu_statistics(
+    hypotheses: Sequence[str], references: Sequence[str], metric: BLEU | None = None
+) -> np.ndarray:
+    """sacreBLEU's sufficient statistics of every sentence, [sentences, 10] integers: the
+    hypothesis and reference lengths, the matched n-grams and the hypothesis n-grams, n = 1..4
+    (what its PairedTest resamples); ``metric``: `bleu_metric()` unless given."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    metric = bleu_metric() if metric is None else metric
+    stats = metric._extract_corpus_statistics(list(hypotheses), [list(references)])
+    return np.array(stats, dtype=np.int64).reshape(len(hypotheses), -1)
+
+
+def bleu_stats_paired_bootstrap(
+    baseline: np.ndarray,
+    system: np.ndarray,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int | None = None,
+    tokenize: str = BLEU_TOKENIZE,
+) -> PairedResult:
+    """sacreBLEU's ``PairedTest(test_type="bs")`` of corpus BLEU from `bleu_statistics`: its
+    scores from the summed integer counts, its resamples from float32 ones, as it does."""
+    metric = bleu_metric(tokenize)
+
+    def score(rows: np.ndarray) -> float:
+        return metric._compute_score_from_stats(rows.sum(0)).score
+
+    def exact(rows: np.ndarray) -> float:
+        return metric._compute_score_from_stats([int(v) for v in rows.sum(0)]).score
+
+    seed = default_seed() if seed is None else seed
+    indices = bootstrap_indices(len(baseline), n_samples, seed)
+    base, sys_stats = np.asarray(baseline, np.float32), np.asarray(system, np.float32)
+    observed = (exact(np.asarray(baseline)), exact(np.asarray(system)))
+    return paired_bootstrap(base, sys_stats, score, indices, observed)
+
+
 def bleu_paired_bootstrap(
     baseline: Sequence[str],
     system: Sequence[str],
     references: Sequence[str],
     n_samples: int = DEFAULT_SAMPLES,
-    tokenize: str = "13a",
+    tokenize: str = BLEU_TOKENIZE,
 ) -> PairedResult:
     """sacreBLEU's paired bootstrap of corpus BLEU (its ``PairedTest``, test type ``bs``)."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    test = PairedTest(
-        [("baseline", list(baseline)), ("system", list(system))],
-        {"BLEU": BLEU(tokenize=tokenize)},
-        [list(references)],
-        test_type="bs",
-        n_samples=n_samples,
+    return bleu_stats_paired_bootstrap(
+        bleu_statistics(baseline, references, bleu_metric(tokenize)),
+        bleu_statistics(system, references, bleu_metric(tokenize)),
+        n_samples,
+        tokenize=tokenize,
     )
-    _, scores = test()
-    base, result = scores["BLEU"]
-    return PairedResult(base.score, result.score, result.p_value)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from comparison import significance
+from comparison import sentences, significance
 from comparison.grid import Cell, Grid, all_cells
 from comparison.runner import cell_state, choice_path, read_marker, tune_score
 
@@ -35,8 +36,9 @@ class System:
 # ---------------------------------------------------------------------- collecting
 
 
-def read_rows(cell: Cell) -> dict[str, dict[int, dict]]:
-    """subset -> beam -> evaluate.py row of a cell whose test phase finished."""
+def read_rows(cell: Cell, root: Path) -> dict[str, dict[int, dict]]:
+    """subset -> beam -> evaluate.py row of a cell whose test phase finished; a record's
+    relative ``statistics`` path made absolute from ``root`` (the work dir or the record)."""
     if read_marker(cell.folder, "test") is None:
         return {}
     rows: dict[str, dict[int, dict]] = {}
@@ -44,6 +46,8 @@ def read_rows(cell: Cell) -> dict[str, dict[int, dict]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
+            if "statistics" in row:
+                row["statistics"] = str(root / row["statistics"])
             rows.setdefault(row["gen_subset"], {})[int(row["beam"])] = row
     return rows
 
@@ -55,7 +59,7 @@ def collect(grid: Grid) -> tuple[list[System], list[str]]:
     systems.update({m.key: System(m.key, m.name) for m in grid.methods})
     missing = []
     for cell in cells:
-        rows = read_rows(cell)
+        rows = read_rows(cell, grid.workdir)
         if rows:
             systems[cell.method or START].runs[cell.seed] = rows
         else:
@@ -84,21 +88,17 @@ def summary(scores: dict[int | None, float]) -> dict | None:
     return {"mean": statistics.fmean(numbers), "std": std, "n": len(numbers), "values": scores}
 
 
-def read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
-
-
-def paired(row: dict, control_row: dict, metric: str, n_samples: int) -> dict:
-    """One paired bootstrap test of a run against a control run on the same test set."""
-    references = read_lines(row["references"])
-    system, baseline = read_lines(row["hypotheses"]), read_lines(control_row["hypotheses"])
+def paired(
+    row: dict, control_row: dict, metric: str, n_samples: int, cache: dict | None = None
+) -> dict:
+    """One paired bootstrap test of a run against a control run on the same test set, from
+    their per-sentence statistics (comparison.sentences; ``cache`` keeps them between tests)."""
+    system = sentences.of_row(row, metric, cache)
+    baseline = sentences.of_row(control_row, metric, cache)
     if metric == "bleu":
-        result = significance.bleu_paired_bootstrap(baseline, system, references, n_samples)
+        result = significance.bleu_stats_paired_bootstrap(baseline, system, n_samples)
     else:
-        result = significance.rouge_paired_bootstrap(
-            baseline, system, references, metric, n_samples
-        )
+        result = significance.mean_paired_bootstrap(baseline, system, n_samples)
     return {
         "difference": result.difference,
         "p_value": result.p_value,
@@ -107,7 +107,13 @@ def paired(row: dict, control_row: dict, metric: str, n_samples: int) -> dict:
 
 
 def tests(
-    system: System, control: System, subset: str, beam: int, metric: str, n_samples: int
+    system: System,
+    control: System,
+    subset: str,
+    beam: int,
+    metric: str,
+    n_samples: int,
+    cache: dict | None = None,
 ) -> dict | None:
     """Per-seed tests against the control; ``significant`` when every seed agrees."""
     pairs = {}
@@ -115,8 +121,8 @@ def tests(
         own = system.runs.get(None if system.key == START else seed)
         control_row = control_rows.get(subset, {}).get(beam)
         row = (own or {}).get(subset, {}).get(beam)
-        if row and control_row and "hypotheses" in row and "hypotheses" in control_row:
-            pairs[seed] = paired(row, control_row, metric, n_samples)
+        if row and control_row and sentences.available(row) and sentences.available(control_row):
+            pairs[seed] = paired(row, control_row, metric, n_samples, cache)
     if not pairs:
         return None
     signs = {np.sign(result["difference"]) for result in pairs.values()}
@@ -142,6 +148,7 @@ def build(grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES) -> dict:
     metric, beams = grid.table_metric, [int(b) for b in settings.get("beams", [1, 5, 10])]
     subsets = settings.get("gen_subsets", ["test"])
     control = systems[1]
+    cache: dict = {}
     rows = []
     for system in systems:
         cells = {}
@@ -149,7 +156,7 @@ def build(grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES) -> dict:
             for beam in beams:
                 entry = summary(values(system, subset, beam, metric))
                 if entry is not None and system is not control:
-                    entry["test"] = tests(system, control, subset, beam, metric, n_samples)
+                    entry["test"] = tests(system, control, subset, beam, metric, n_samples, cache)
                 cells[f"{subset}/{beam}"] = entry
         speeds = {str(beam): speed(system, beam) for beam in (min(beams), max(beams))}
         paper = grid.spec.get("paper", {}).get("scores", {}).get(system.key, {})
