@@ -5,6 +5,7 @@ MIXER with the same update budget from it, each tuned on validation, over severa
         [--only start|tune|tune:dad|dad:seed2,...] [--cpu] [--dry-run]
     python scripts/grid.py status GRID --workdir DIR
     python scripts/grid.py table GRID --workdir DIR [--out-md F] [--out-json F] [--plots DIR]
+    python scripts/grid.py export GRID --workdir DIR --to docs/records/GRID_STEM
 
 ``run`` runs every cell not finished yet, in order: the data, the XENT start (``start``), the
 tuning runs (``tune:METHOD:CANDIDATE``, short, from the start; a method's candidate with the
@@ -20,6 +21,12 @@ per core, can share a grid once the start is done; ``--only`` runs the named cel
 
 ``table`` builds the paper's table from the finished cells (skipping, and naming, the
 missing ones): Markdown and JSON, and with ``--plots`` the figures.
+
+``export`` copies the small outputs of every cell with a finished phase into a record folder
+in the cells' layout, to be committed: markers, tuning choices, results with per-sentence
+statistics in place of the hypotheses, training logs trimmed to their progress lines; never
+checkpoints, data, references or hypotheses (comparison.record). ``table`` and ``status``
+read a record as they read the work dir; ``run`` refuses one.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the cells not finished yet")
     status = commands.add_parser("status", help="list every cell and its state")
     table = commands.add_parser("table", help="tables and plots from the finished cells")
-    for sub in (run, status, table):
+    export = commands.add_parser("export", help="copy the small outputs to a record folder")
+    for sub in (run, status, table, export):
         sub.add_argument("grid", type=Path, help="grid JSON (scripts/grids/)")
         sub.add_argument("--workdir", type=Path, required=True, help="where the grid is run")
     run.add_argument("--only", help="comma-separated cells or leading parts of their names")
@@ -53,12 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--out-json", type=Path, help="default: WORKDIR/table.json")
     table.add_argument("--plots", type=Path, metavar="DIR", help="write beam.png and curves.png")
     table.add_argument("--bootstrap-samples", type=int, default=1000)
+    export.add_argument(
+        "--to", type=Path, required=True, metavar="RECORD", help="e.g. docs/records/GRID_STEM"
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
+    from comparison.record import RECORD_FILE, is_record
     from comparison.runner import run_grid, say
 
+    if is_record(args.workdir):
+        raise GridError(f"{args.workdir} is a record ({RECORD_FILE}), not a work dir to run in")
     grid = load_grid(args.grid, args.workdir)
     cells = all_cells(grid)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
@@ -99,10 +113,23 @@ def table(args: argparse.Namespace) -> None:
         print(f"grid: {len(built['missing'])} cells missing: " + ", ".join(built["missing"]))
 
 
+def export(args: argparse.Namespace) -> None:
+    from comparison import record
+
+    grid = load_grid(args.grid, args.workdir)
+    done = record.export(grid, args.to)
+    print(f"exported to {args.to} ({record.size(args.to) / 1024:.0f} KiB in all):")
+    print("  " + "\n  ".join(done.exported or ["nothing"]))
+    if done.skipped:
+        print("skipped:\n  " + "\n  ".join(done.skipped))
+    print(f"never exported: {record.LEFT_OUT}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        {"run": run, "status": status, "table": table}[args.action](args)
+        actions = {"run": run, "status": status, "table": table, "export": export}
+        actions[args.action](args)
     except GridError as error:
         raise SystemExit(f"grid: {error}") from None
 
