@@ -257,7 +257,7 @@ def test_references_are_decoded_once(monkeypatch):
     pairs = [pair for pair in cases(SPM, seed=4, count=50) if not irregular & set(pair[0])]
     first = scores_of(reward, SPM, pairs)
     distinct = {tuple(ref) for _, ref in pairs}
-    assert len(reward.reference_units) == len(distinct)
+    assert len(reward.reference_table) == len(distinct)
     decoded = []
     lines = reward.decoder.lines
     monkeypatch.setattr(

@@ -143,54 +143,24 @@ def ragged_chrf(
         out[b] = _chrf_f_score(stats, beta)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _emit(key, pieces, max_pieces, row, start, end, keys, n, spans, long_words):  # pragma: no cover
-    """Stores a word's key, or, for a word of more than ``max_pieces`` pieces, -1 - its index
-    in ``spans`` (row, first and last + 1 column). Returns the new number of long words."""
-    if pieces <= max_pieces:
-        keys[n] = key
-        return long_words
-    keys[n] = -1 - long_words
-    spans[long_words, 0] = row
-    spans[long_words, 1] = start
-    spans[long_words, 2] = end
-    return long_words + 1
-
-
 @numba.njit(cache=True, nogil=True)
-def piece_word_keys(
-    tokens,
-    pad,
-    eos,
-    bos,
-    before,
-    after,
-    irregular,
-    bits,
-    max_pieces,
-    keys,
-    spans,
-    word_counts,
-    fallback,
+def piece_word_spans(
+    tokens, pad, eos, bos, before, after, irregular, spans, word_counts, fallback
 ):  # pragma: no cover - compiled
-    """The words of each row of ``tokens`` [B, L] (up to its first eos or pad, bos skipped) as
-    keys: the ids + 1 of a word's pieces, ``bits`` bits each (see :func:`_emit` for longer
-    words). Returns (number of keys, number of long words).
+    """The words of each row of ``tokens`` [B, L] (up to its first eos or pad, bos skipped):
+    ``spans[k]`` = (row, first column, last column + 1) of word k, in order;
+    ``word_counts[b]`` = the words of row b. Returns the number of words.
 
     A word ends after a piece with ``after`` set or before one with ``before`` set. Rows with
-    an ``irregular`` piece or an id outside the tables are flagged in ``fallback`` (their keys
+    an ``irregular`` piece or an id outside the tables are flagged in ``fallback`` (their spans
     mean nothing): they are decoded as text.
     """
     n = 0
-    long_words = 0
     vocabulary = before.shape[0]
     for b in range(tokens.shape[0]):
         count = 0
-        key = 0
         pieces = 0
         previous = 0
-        start = 0
-        end = 0
         for i in range(tokens.shape[1]):
             piece = tokens[b, i]
             if piece == eos or piece == pad:
@@ -203,25 +173,20 @@ def piece_word_keys(
             if irregular[piece]:
                 fallback[b] = True
             if pieces > 0 and (after[previous] or before[piece]):
-                long_words = _emit(
-                    key, pieces, max_pieces, b, start, end, keys, n, spans, long_words
-                )
                 n += 1
                 count += 1
-                key = 0
                 pieces = 0
             if pieces == 0:
-                start = i
-            key = (key << bits) | (piece + 1)
+                spans[n, 0] = b
+                spans[n, 1] = i
             pieces += 1
-            end = i + 1
+            spans[n, 2] = i + 1
             previous = piece
         if pieces > 0:
-            long_words = _emit(key, pieces, max_pieces, b, start, end, keys, n, spans, long_words)
             n += 1
             count += 1
         word_counts[b] = count
-    return n, long_words
+    return n
 
 
 @numba.njit(cache=True, nogil=True)

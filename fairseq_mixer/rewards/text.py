@@ -165,41 +165,22 @@ class TextDecoder:
             detokenise(process(line.strip(" "), symbol)) for line in joined.split(_LINE_BREAK)[:-1]
         ]
 
-    def word_keys(
-        self, tokens: np.ndarray, side: str
-    ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-        """The words of rows [B, L] read off their pieces (needs :attr:`piece_words`):
-        (keys, the text of long words, words per row [B], rows to decode as text [B] bool).
-
-        A key >= 0 holds a word's pieces (see :func:`.ragged.piece_word_keys`); a key k < 0
-        stands for the long word ``long_words[-1 - k]``.
-        """
-        from .ragged import piece_word_keys
+    def word_spans(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The words of rows [B, L] (int64, contiguous) read off their pieces (needs
+        :attr:`piece_words`): (spans [N, 3] of (row, first column, end column), words per row
+        [B], rows to decode as text [B] bool); see :func:`.ragged.piece_word_spans`."""
+        from .ragged import piece_word_spans
 
         rule = self.piece_words
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        keys = np.empty(tokens.size, dtype=np.int64)
         spans = np.empty((tokens.size, 3), dtype=np.int64)
         counts = np.zeros(tokens.shape[0], dtype=np.int64)
         fallback = np.zeros(tokens.shape[0], dtype=np.bool_)
         bos = -1 if self.bos is None else self.bos
-        found, long_count = piece_word_keys(
-            tokens, self.pad, self.eos, bos, rule.before, rule.after, rule.irregular, rule.bits,
-            rule.max_pieces, keys, spans, counts, fallback,
+        found = piece_word_spans(
+            tokens, self.pad, self.eos, bos, rule.before, rule.after, rule.irregular, spans,
+            counts, fallback,
         )  # fmt: skip
-        long_words = [
-            self.pieces_text([tok for tok in tokens[row, start:end].tolist() if tok != bos], side)
-            for row, start, end in spans[:long_count].tolist()
-        ]
-        return keys[:found], long_words, counts, fallback
-
-    def key_text(self, key: int, side: str) -> str:
-        """The scored text of the word of a :meth:`word_keys` key >= 0."""
-        mask, bits, pieces = (1 << self.piece_words.bits) - 1, self.piece_words.bits, []
-        while key:
-            pieces.append((key & mask) - 1)
-            key >>= bits
-        return self.pieces_text(pieces[::-1], side)
+        return spans[:found], counts, fallback
 
     def pieces_text(self, pieces: Sequence[int], side: str) -> str:
         """The scored text of pieces (ids); ``side`` is "hyp" or "ref" (the <unk> string)."""
@@ -209,13 +190,11 @@ class TextDecoder:
 
 
 class PieceWords(NamedTuple):
-    """Where words start and end among dictionary pieces, for :func:`.piece_word_keys`."""
+    """Where words start and end among dictionary pieces, for :func:`.ragged.piece_word_spans`."""
 
     before: np.ndarray  # [V] bool: a word starts at this piece
     after: np.ndarray  # [V] bool: a word ends after this piece
     irregular: np.ndarray  # [V] bool: the rule does not hold for this piece: decode as text
-    bits: int  # bits of one piece in a word key
-    max_pieces: int  # pieces a 63-bit key holds
 
 
 def piece_words(table: Sequence[str], symbol: str) -> PieceWords | None:
@@ -239,5 +218,4 @@ def piece_words(table: Sequence[str], symbol: str) -> PieceWords | None:
             before[index] = after[index] = True
         else:
             return None
-    bits = max(size.bit_length(), 1)
-    return PieceWords(before, after, irregular, bits, 63 // bits)
+    return PieceWords(before, after, irregular)

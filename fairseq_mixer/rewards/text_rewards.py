@@ -12,9 +12,10 @@ n-gram counting of :mod:`.compiled` scores the batch (:mod:`.ragged`):
 
 Where it costs Python time, work is done once: a word's tokens once per distinct word
 (sacrebleu's 13a, char and none tokenisers act within whitespace words; the others once
-per distinct sentence), a reference's units once per distinct reference (keyed by its token
+per distinct sentence), a reference's units once per distinct reference (looked up by its token
 ids). A hypothesis word is looked up by its pieces where the post-processing lets the pieces
 show the words (sentencepiece, subword_nmt, none; no detokeniser): no text is built for it.
+Both look-ups are a batch at a time in compiled code (:mod:`.sequence_table`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import Tensor
 from .base import Reward
 from .bleu import _SMOOTH_DEFAULTS, SMOOTH_METHODS
 from .rouge import MEASURES
+from .sequence_table import SequenceTable
 from .sequences import Sequences, StartSpec, TokenBatch, token_matrices
 from .text import TextDecoder, TextForm
 
@@ -41,6 +43,11 @@ from .text import TextDecoder, TextForm
 WORD_LOCAL_TOKENIZERS = ("13a", "char", "none")
 #: Entries (words, sentences, interned strings) kept before the caches start again.
 CACHE_LIMIT = 1_000_000
+
+
+def as_int64(tokens: Tensor) -> np.ndarray:
+    """A token tensor as a contiguous int64 array on the CPU (what the compiled code reads)."""
+    return np.ascontiguousarray(tokens.cpu().numpy(), dtype=np.int64)
 
 
 def sacrebleu_tokenizers() -> tuple[str, ...]:
@@ -82,44 +89,6 @@ class Cache(dict):
     def __missing__(self, key):
         value = self[key] = self.compute(key)
         return value
-
-
-class KeyIndex:
-    """Word keys (int64) -> arena entry ids, looked up for a whole batch at once: the known
-    keys sorted, one binary search per word instead of a dict lookup in Python; an unknown
-    key is computed once (`compute`) and merged in."""
-
-    def __init__(self, compute: Callable[[int], int]):
-        self.compute = compute
-        self.clear()
-
-    def clear(self) -> None:
-        self.keys = np.empty(0, dtype=np.int64)
-        self.entries = np.empty(0, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """The entry of every key of `keys` [N] (each >= 0)."""
-        places = self._places(keys)
-        missing = places < 0
-        if missing.any():
-            new = np.unique(keys[missing])
-            entries = np.fromiter(map(self.compute, new.tolist()), np.int64, len(new))
-            merged = np.concatenate([self.keys, new])
-            order = np.argsort(merged, kind="stable")
-            self.keys = merged[order]
-            self.entries = np.concatenate([self.entries, entries])[order]
-            places = self._places(keys)
-        return self.entries[places]
-
-    def _places(self, keys: np.ndarray) -> np.ndarray:
-        """Where each key stands in `self.keys`, or -1."""
-        if len(self.keys) == 0:
-            return np.full(len(keys), -1, dtype=np.int64)
-        places = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
-        return np.where(self.keys[places] == keys, places, -1)
 
 
 def ragged_channels(entries: Sequence[Channels], counts: np.ndarray, channels: int) -> list[Ragged]:
@@ -170,6 +139,24 @@ class UnitArena:
             self.used[channel] = used + count
         self.size = index + 1
         return index
+
+    def extend(self, channels: list[Ragged]) -> np.ndarray:
+        """Stores each sentence of a ragged batch as one entry; returns their entry ids."""
+        count = len(channels[0].starts) - 1
+        index = self.size
+        if index + count > len(self.starts[0]):
+            self.starts = [np.resize(array, 2 * (index + count)) for array in self.starts]
+            self.lengths = [np.resize(array, 2 * (index + count)) for array in self.lengths]
+        for channel, (ids, starts) in enumerate(channels):
+            used = self.used[channel]
+            if used + len(ids) > len(self.units[channel]):
+                self.units[channel] = np.resize(self.units[channel], 2 * (used + len(ids)))
+            self.units[channel][used : used + len(ids)] = ids
+            self.starts[channel][index : index + count] = used + starts[:-1]
+            self.lengths[channel][index : index + count] = np.diff(starts)
+            self.used[channel] = used + len(ids)
+        self.size = index + count
+        return np.arange(index, index + count, dtype=np.int64)
 
     def gather(self, entries: np.ndarray, counts: np.ndarray) -> list[Ragged]:
         """The units of sentences made of ``counts[b]`` consecutive ``entries`` each."""
@@ -236,20 +223,21 @@ class TextReward(Reward):
         self.per_word = True
         self.vocab: dict[str, int] = {}
         self.text_cache = Cache(self.text_units)
-        # word key -> entry id in the arena, per side (their <unk> strings differ)
+        # the units of words, looked up by their pieces (one table per side: their <unk>
+        # strings differ), and of whole references, looked up by their token ids
         self.arena = UnitArena(self.channels)
-        self.key_caches = {
-            side: KeyIndex(partial(self.key_entry, side=side)) for side in ("hyp", "ref")
-        }
-        self.reference_units: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
+        skip = -1 if bos is None else bos
+        self.word_tables = {side: SequenceTable(skip) for side in ("hyp", "ref")}
+        self.reference_arena = UnitArena(self.channels)
+        self.reference_table = SequenceTable(skip)
 
     def __call__(self, hyps: TokenBatch, refs: TokenBatch, start: StartSpec = None) -> Tensor:
         hyp_tokens, ref_tokens = token_matrices(hyps, refs, self.pad)
         if hyp_tokens.size(0) == 0:
             return torch.zeros(0, dtype=torch.float, device=hyp_tokens.device)
         self.limit_caches()
-        hyp_units = self.sentence_units(hyp_tokens.cpu().numpy(), "hyp")
-        scores = self.score_units(hyp_units, self.references(ref_tokens.cpu().numpy()))
+        hyp_units = self.sentence_units(as_int64(hyp_tokens), "hyp")
+        scores = self.score_units(hyp_units, self.references(as_int64(ref_tokens)))
         return torch.from_numpy(scores).to(device=hyp_tokens.device, dtype=torch.float)
 
     def intern(self, units: Sequence[str]) -> tuple[int, ...]:
@@ -283,50 +271,66 @@ class TextReward(Reward):
         entries = list(map(self.text_cache.__getitem__, chain.from_iterable(words)))
         return ragged_channels(entries, counts, self.channels)
 
-    def key_entry(self, key: int, side: str) -> int:
-        return self.arena.add(self.words_units(self.decoder.key_text(key, side)))
-
     def sentence_units(self, tokens: np.ndarray, side: str) -> list[Ragged]:
-        """The units of the rows of [B, L]; ``side`` is "hyp" or "ref" (the <unk> string).
+        """The units of the rows of [B, L] (int64, contiguous); ``side`` is "hyp" or "ref"
+        (the <unk> string).
 
         Where the pieces show the words, each word is looked up by its pieces (no text is
         built); otherwise, and for rows with irregular pieces, the rows are decoded as text.
         """
         if self.decoder.piece_words is None or not self.per_word:
             return self.units(self.decoder.lines(tokens, side))
-        keys, long_words, counts, fallback = self.decoder.word_keys(tokens, side)
+        spans, counts, fallback = self.decoder.word_spans(tokens)
         if fallback.any():
             as_text = self.units(self.decoder.lines(tokens[fallback], side))
             if fallback.all():
                 return as_text
-            return merge_rows(self.sentence_units(tokens[~fallback], side), as_text, fallback)
-        # long words have positional keys (< 0), for this batch only
-        long_entries = np.array([self.arena.add(self.words_units(w)) for w in long_words], int)
-        is_long = keys < 0
-        entries = np.empty(len(keys), dtype=np.int64)
-        entries[is_long] = long_entries[-1 - keys[is_long]]
-        entries[~is_long] = self.key_caches[side].lookup(keys[~is_long])
+            others = self.sentence_units(np.ascontiguousarray(tokens[~fallback]), side)
+            return merge_rows(others, as_text, fallback)
+        new_words = partial(self.new_words, tokens, side=side)
+        entries = self.word_tables[side].values_of(tokens, spans, new_words)
         return self.arena.gather(entries, counts)
 
+    def new_words(self, tokens: np.ndarray, spans: np.ndarray, side: str) -> list[int]:
+        """Arena entries for the words of ``spans`` (row, start, end) of ``tokens``."""
+        bos = self.bos
+        return [
+            self.arena.add(
+                self.words_units(
+                    self.decoder.pieces_text(
+                        [t for t in tokens[row, start:end].tolist() if t != bos], side
+                    )
+                )
+            )
+            for row, start, end in spans.tolist()
+        ]
+
     def references(self, tokens: np.ndarray) -> list[Ragged]:
-        """The units of each reference row, from the cache or decoded (and cached) now."""
-        lengths = self.decoder.lengths(tokens).tolist()
-        keys = [tuple(row[:length]) for row, length in zip(tokens.tolist(), lengths, strict=True)]
-        cache = self.reference_units
-        found = list(map(cache.get, keys))
-        if None in found:
-            first_rows = {key: row for row, key in enumerate(keys) if found[row] is None}
-            channels = self.sentence_units(tokens[list(first_rows.values())], "ref")
-            for key, *units in zip(first_rows, *map(Ragged.rows, channels), strict=True):
-                cache[key] = tuple(units)
-            found = [cache[key] for key in keys]
-        return [Ragged.join([units[c] for units in found]) for c in range(self.channels)]
+        """The units of each reference row [B, L] (int64, contiguous), from the cache or
+        decoded (and cached) now."""
+        rows = len(tokens)
+        spans = np.zeros((rows, 3), dtype=np.int64)
+        spans[:, 0] = np.arange(rows)
+        spans[:, 2] = self.decoder.lengths(tokens)
+        new_references = partial(self.new_references, tokens)
+        entries = self.reference_table.values_of(tokens, spans, new_references)
+        return self.reference_arena.gather(entries, np.ones(rows, dtype=np.int64))
+
+    def new_references(self, tokens: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """Arena entries for the references of the rows of ``spans``."""
+        rows = np.ascontiguousarray(tokens[spans[:, 0]])
+        return self.reference_arena.extend(self.sentence_units(rows, "ref"))
+
+    def forget_references(self) -> None:
+        """Empties the reference cache (a benchmark's cold start)."""
+        self.reference_table.clear()
+        self.reference_arena.clear()
 
     def limit_caches(self) -> None:
         """Start the caches again when they hold too much (ids change: all go together)."""
         caches = (
-            self.vocab, self.text_cache, *self.key_caches.values(), self.reference_units,
-            self.arena,
+            self.vocab, self.text_cache, *self.word_tables.values(), self.arena,
+            self.reference_table, self.reference_arena,
         )  # fmt: skip
         if max(map(len, caches)) > CACHE_LIMIT:
             for cache in caches:

@@ -212,7 +212,7 @@ def reward_speed(args, dictionary, references: list[list[int]]) -> list[dict]:
             timings = {"warm": [], "cold": [], "new": [], "loop": []}
             for new_hyps in fresh:
                 timings["warm"].append(seconds(partial(reward, hyps, refs)))
-                reward.reference_units.clear()
+                reward.forget_references()
                 timings["cold"].append(seconds(partial(reward, hyps, refs)))
                 timings["new"].append(seconds(partial(reward, new_hyps, refs)))
                 clear_tokenizer_caches(metric)
