@@ -14,7 +14,7 @@ from test_grid import sentences, tiny_grid
 
 sys.path.insert(0, str(REPO / "scripts"))
 
-from comparison import plots, record, significance  # noqa: E402
+from comparison import plots, record, report, significance  # noqa: E402
 from comparison import table as tables  # noqa: E402
 from comparison.grid import all_cells, load_grid  # noqa: E402
 from comparison.runner import cell_state  # noqa: E402
@@ -191,3 +191,20 @@ def test_bleu_from_statistics_is_sacrebleus_paired_test(seed, monkeypatch):
     ours = significance.bleu_stats_paired_bootstrap(*stats, n_samples=300)
     assert ours.baseline == scores["BLEU"][0].score and ours.system == scores["BLEU"][1].score
     assert ours.p_value == scores["BLEU"][1].p_value
+
+
+def test_the_claims_table_is_the_difference_of_the_means(tmp_path):
+    grid_path, work, _ = fake_work(tmp_path, "bleu")
+    table = tables.build(load_grid(grid_path, work), n_samples=20)
+    rows = {row["key"]: row["cells"] for row in table["rows"]}
+    lines = report.claims_table(table)
+    dad = next(line for line in lines if line.startswith("| DAD |"))
+    cells = [cell.strip() for cell in dad.strip("|").split("|")]
+    mean = {key: {beam: rows[key][f"test/{beam}"]["mean"] for beam in (1, 5)} for key in rows}
+    assert cells[2] == f"{mean['dad'][1] - mean['xent_more'][1]:+.2f}"
+    significant = rows["dad"]["test/1"]["test"]["significant"]
+    assert cells[3] == ("yes" if significant else "no")
+    assert cells[4] == f"{mean['dad'][1] - mean['start'][1]:+.2f}"
+    assert cells[5] == f"{mean['dad'][1] - mean['xent_more'][5]:+.2f}"
+    assert not any(line.startswith(("| XENT control |", "| XENT (the start) |")) for line in lines)
+    assert "\n".join(lines) in report.markdown(table)

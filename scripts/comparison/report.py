@@ -1,5 +1,5 @@
-"""The Markdown of a built table (comparison.table.build): the paper's shape, then the
-p-values, the decoding speed, the tuning and what is missing."""
+"""The Markdown of a built table (comparison.table.build): the paper's shape, the paper's two
+claims in figures, then the p-values, the decoding speed, the tuning and what is missing."""
 
 from __future__ import annotations
 
@@ -73,6 +73,51 @@ def p_value_table(table: dict) -> list[str]:
     return lines
 
 
+def difference(entry: dict | None, other: dict | None) -> float | None:
+    if entry is None or other is None:
+        return None
+    return entry["mean"] - other["mean"]
+
+
+def signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def claims_table(table: dict) -> list[str]:
+    """The paper's two claims, per method and test set: does its greedy output beat XENT's
+    greedy output (the control's, with the paired test, and the start's), and does it reach
+    XENT's beam search (the control's, mean against mean)."""
+    greedy, beams = (
+        min(table["beams"]),
+        sorted(b for b in table["beams"] if b != min(table["beams"])),
+    )
+    rows = {row["key"]: row for row in table["rows"]}
+    control, start = rows[table["control"]], rows.get("start")
+    header = [
+        "method", "test set", "greedy - control greedy", "significant (every seed)",
+        "greedy - start greedy", *(f"greedy - control {beam_label(b)}" for b in beams),
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table["rows"]:
+        if row["key"] in ("start", table["control"]):
+            continue
+        for subset in table["subsets"]:
+            own = row["cells"][f"{subset}/{greedy}"]
+            if own is None:
+                continue
+            test = own.get("test")
+            cells = [
+                row["name"],
+                table["subset_names"].get(subset, subset),
+                signed(difference(own, control["cells"][f"{subset}/{greedy}"])),
+                "-" if not test else ("yes" if test["significant"] else "no"),
+                signed(difference(own, start["cells"][f"{subset}/{greedy}"] if start else None)),
+                *(signed(difference(own, control["cells"][f"{subset}/{b}"])) for b in beams),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def speed_table(table: dict) -> list[str]:
     low, high = min(table["beams"]), max(table["beams"])
     lines = [
@@ -112,6 +157,8 @@ def markdown(table: dict) -> str:
     )
     out = [head, ""]
     out += main_table(table)
+    out += ["", "The paper's two claims in figures (differences of means over seeds):", ""]
+    out += claims_table(table)
     out += ["", table["seed_pairing"].replace("\n", " "), ""]
     out += p_value_table(table)
     out += ["", "Decoding time (fairseq-generate, model loading excluded):", ""]
