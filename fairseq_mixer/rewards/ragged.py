@@ -12,7 +12,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import compiled
 from .compiled import _lcs_of_pair, _rouge, _sentence_bleu, clipped_matches_of_pair
+from .kernel_cache import flush_when_changed
 
 _NO_UNK = -1  # never an id here: interned ids and code points are >= 0
 
@@ -204,3 +206,8 @@ def gather_entries(entries, counts, starts, lengths, units, out, out_starts):  #
             out[position : position + length] = units[start : start + length]
             position += length
     out_starts[counts.shape[0]] = position
+
+
+flush_when_changed(
+    [ragged_sentence_bleu, ragged_rouge2, ragged_rouge_l, ragged_chrf], [compiled.__file__]
+)
