@@ -36,7 +36,7 @@ def take_up(grid: Grid, to: Path) -> Callable[[Cell], None]:
     check_record(grid, root)
     if record.is_record(root):
         taken = seed(grid, root)
-        say(f"from the record {to}: " + (", ".join(taken) or "nothing to take"))
+        say(f"from the record {to}, {len(taken)} finished cells: " + ", ".join(taken))
         check_start(grid, root)
     return partial(after_cell, grid, root)
 
