@@ -1,8 +1,9 @@
 """The paper's comparison on our data: one XENT start, then XENT (the control), DAD, E2E and
 MIXER with the same update budget from it, each tuned on validation, over several seeds.
 
+    python scripts/grid.py run GRID --workdir work/X --record docs/records/X --cpu  # a session
     python scripts/grid.py run scripts/grids/multi30k_paper.json --workdir work/grid_m30k_paper \\
-        [--only start|tune|tune:dad|dad:seed2,...] [--cpu] [--dry-run]
+        [--only start|tune|tune:dad|dad:seed2,...] [--cpu] [--dry-run] [--record RECORD]
     python scripts/grid.py status GRID --workdir DIR
     python scripts/grid.py table GRID --workdir DIR [--out-md F] [--out-json F] [--plots DIR]
     python scripts/grid.py export GRID --workdir DIR --to docs/records/GRID_STEM
@@ -19,6 +20,15 @@ fine-tunings, scores the test sets greedy and with beam search (scripts/evaluate
 recorded. A cell being run by another runner is skipped (``CELL/.lock``), so two runners, one
 per core, can share a grid once the start is done; ``--only`` runs the named cells alone.
 
+``--record RECORD`` spreads a grid over sessions on fresh machines (the work dir and its
+checkpoints are lost, the committed record is not; comparison.resume): the work dir is first
+seeded from the record, also on a dry run (its finished cells are skipped, the tuning choices
+kept; the data step runs again), and each cell is exported to the record as soon as it
+finishes. While cells are left that start from the XENT start, the start is trained again and
+its test scores must equal the record's to the last digit: checked, not assumed; if they
+differ, the run stops naming both and the record is left as it was. A record of another grid
+file is refused.
+
 ``table`` builds the paper's table from the finished cells (skipping, and naming, the
 missing ones): Markdown and JSON, and with ``--plots`` the figures.
 
@@ -26,7 +36,7 @@ missing ones): Markdown and JSON, and with ``--plots`` the figures.
 in the cells' layout, to be committed: markers, tuning choices, results with per-sentence
 statistics in place of the hypotheses, training logs trimmed to their progress lines; never
 checkpoints, data, references or hypotheses (comparison.record). ``table`` and ``status``
-read a record as they read the work dir; ``run`` refuses one.
+read a record as they read the work dir; ``run`` refuses one as its work dir.
 """
 
 from __future__ import annotations
@@ -57,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", help="comma-separated cells or leading parts of their names")
     run.add_argument("--cpu", action="store_true", help="pass --cpu to fairseq")
     run.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    run.add_argument(
+        "--record",
+        type=Path,
+        metavar="RECORD",
+        help="take the finished cells from this record first, export each cell run to it",
+    )
     table.add_argument("--out-md", type=Path, help="default: WORKDIR/table.md")
     table.add_argument("--out-json", type=Path, help="default: WORKDIR/table.json")
     table.add_argument("--plots", type=Path, metavar="DIR", help="write beam.png and curves.png")
@@ -69,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     from comparison.record import RECORD_FILE, is_record
+    from comparison.resume import take_up
     from comparison.runner import run_grid, say
 
     if is_record(args.workdir):
@@ -78,7 +95,8 @@ def run(args: argparse.Namespace) -> None:
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
     if only:
         cells = select_cells(cells, only)
-    left = run_grid(grid, cells, args.cpu, bool(only), args.dry_run)
+    after = take_up(grid, args.record) if args.record is not None else None
+    left = run_grid(grid, cells, args.cpu, bool(only), args.dry_run, after)
     if left:
         say("not done in this sitting:\n  " + "\n  ".join(left))
     else:

@@ -4,6 +4,7 @@ bootstrap."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,12 +79,13 @@ def trained_cells(workdir: Path, grid_path: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def grid_run(synthetic_bin, tmp_path_factory):
-    """The tiny grid run the way a user spreads it over sittings; what each sitting printed."""
+    """The tiny grid run the way a user spreads it over sittings, each exporting what it ran to
+    a record; what each sitting printed."""
     root = tmp_path_factory.mktemp("grid")
     grid_path, workdir = root / "tiny.json", root / "work"
     grid_path.write_text(json.dumps(tiny_grid(synthetic_bin.parent)), encoding="utf-8")
-    run = ("run", str(grid_path), "--workdir", str(workdir), "--cpu")
-    sittings = {"start": grid_cli(*run, "--only", "start")}
+    run = ("run", str(grid_path), "--workdir", str(workdir), "--cpu", "--record", str(root / "rec"))
+    sittings = {"record": root / "rec", "start": grid_cli(*run, "--only", "start")}
     sittings["after_start"] = trained_cells(workdir, grid_path)
     sittings["untuned"] = grid_cli(*run, "--only", "dad:seed1", check=False)
     grid = load_grid(grid_path, workdir)
@@ -150,6 +152,33 @@ def test_table_and_plots_from_the_finished_runs_and_with_a_missing_cell(grid_run
     dad = next(row for row in rebuilt["rows"] if row["key"] == "dad")
     assert dad["cells"]["test/1"]["n"] == 1
     assert "Missing cells" in report.markdown(rebuilt)
+
+
+@pytest.mark.slow
+def test_a_fresh_machine_takes_the_grid_up_from_its_record(grid_run, tmp_path):
+    """The session running dad:seed1 ended before it finished, and its machine with it: in a
+    new work dir the start is trained again and reproduces the record's exactly, every other
+    cell is taken from the record, dad:seed1 is run and recorded, and the table is the
+    uninterrupted run's (but for the decoding times)."""
+    grid_path, workdir, sittings = grid_run
+    rec, fresh = tmp_path / "rec", tmp_path / "work"
+    shutil.copytree(sittings["record"], rec)
+    shutil.rmtree(rec / "runs" / "dad" / "seed1")
+    out = grid_cli("run", str(grid_path), "--workdir", str(fresh), "--record", str(rec),
+                   "--cpu").stdout  # fmt: skip
+    assert "start: reproduces the record's test scores exactly" in out
+    trainings = [line for line in out.splitlines() if line.startswith("+ ") and "-train " in line]
+    assert len(trainings) == 2 and str(fresh / "runs" / "dad" / "seed1") in trainings[1]
+    assert "tune:dad:isig: trained already, skipped" in out
+    assert "dad:seed1: recorded in" in out
+
+    def table(folder: Path) -> dict:
+        built = tables.build(load_grid(grid_path, folder), n_samples=50)
+        rows = [{**row, "ms_per_sentence": None} for row in built["rows"]]
+        return {**built, "workdir": None, "rows": rows}
+
+    assert table(fresh) == table(workdir)
+    assert table(rec) == table(workdir)
 
 
 # ---------------------------------------------------------------------- grid files

@@ -82,6 +82,10 @@ class Cell:
         """Tuning runs are scored on validation by their log; the others on the test sets."""
         return self.kind != "tune"
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("train", "test") if self.evaluated else ("train",)
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -225,6 +229,12 @@ def select_cells(cells: Sequence[Cell], only: Sequence[str]) -> list[Cell]:
     return [c for c in cells if c in chosen]
 
 
+def start_checkpoint(grid: Grid) -> Path:
+    """The checkpoint of the XENT start every tuning run and fine-tuning starts from."""
+    name = grid.spec.get("finetune_from", "checkpoint_best.pt")
+    return grid.workdir / "start" / "checkpoints" / name
+
+
 def train_command(grid: Grid, cell: Cell, flags: Sequence[str], cpu: bool) -> list[str]:
     """fairseq-train for a cell; ``flags`` are the start's or a candidate's."""
     spec = grid.spec
@@ -238,11 +248,9 @@ def train_command(grid: Grid, cell: Cell, flags: Sequence[str], cpu: bool) -> li
     else:
         budget = spec["tune"]["budget"] if cell.kind == "tune" else spec["budget"]
         seed = spec["tune"].get("seed", 1) if cell.kind == "tune" else cell.seed
-        start_file = spec.get("finetune_from", "checkpoint_best.pt")
-        start = grid.workdir / "start" / "checkpoints" / start_file
         command += [
             *spec["finetune"], *flags, *budget, "--seed", str(seed),
-            "--finetune-from-model", str(start),
+            "--finetune-from-model", str(start_checkpoint(grid)),
         ]  # fmt: skip
     return [*command, "--cpu"] if cpu else command
 
@@ -271,6 +279,20 @@ def evaluate_commands(grid: Grid, cell: Cell, cpu: bool) -> list[list[str]]:
     return commands
 
 
-def without_cpu(commands: Sequence[Sequence[str]]) -> list[list[str]]:
-    """Commands compared across sittings: a CPU sitting and a GPU one run the same settings."""
-    return [[part for part in command if part != "--cpu"] for command in commands]
+def portable(commands: Sequence[Sequence[str]], workdir: Path) -> list[list[str]]:
+    """Commands as markers keep them and as sittings compare them: without ``--cpu`` (a CPU
+    sitting and a GPU one run the same settings) and with the work dir, the venv and the
+    repository as ``{workdir}``, ``{bin}`` and ``{repo}`` (a record's cells are taken up on
+    other machines, in other folders). Idempotent: a marker is compared as written."""
+    roots = [(str(workdir), "{workdir}"), (str(BIN), "{bin}"), (str(REPO), "{repo}")]
+    roots.sort(key=lambda root: -len(root[0]))
+    return [
+        [placeholder(part, roots) for part in command if part != "--cpu"] for command in commands
+    ]
+
+
+def placeholder(part: str, roots: Sequence[tuple[str, str]]) -> str:
+    for root, name in roots:
+        if part == root or part.startswith(root + "/"):
+            return name + part[len(root) :]
+    return part

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,8 +106,7 @@ def row_statistics(row: dict) -> dict:
 
 
 def phases(folder: Path, cell: Cell) -> list[str]:
-    names = ("train", "test") if cell.evaluated else ("train",)
-    return [phase for phase in names if marker_path(folder, phase).exists()]
+    return [phase for phase in cell.phases if marker_path(folder, phase).exists()]
 
 
 # ---------------------------------------------------------------------- a cell
@@ -124,10 +123,21 @@ def export_results(grid: Grid, cell: Cell, target: Path, root: Path) -> int:
             path = target / STATS / sentences.file_name(row["gen_subset"], int(row["beam"]))
             sentences.write(path, row_statistics(row))
             statistics = path.relative_to(root).as_posix()
+        elif "statistics" in row:
+            statistics = copy_statistics(grid.workdir / row["statistics"], grid.workdir, root)
         out.append(record_row(row, grid.workdir, statistics))
     text = "".join(json.dumps(row) + "\n" for row in out)
     (target / "results.jsonl").write_text(text, encoding="utf-8")
     return len(out)
+
+
+def copy_statistics(source: Path, workdir: Path, root: Path) -> str:
+    """A row's statistics file taken from a record earlier (comparison.resume), copied to the
+    same place under ``root``; returns that place, relative to it."""
+    name = source.relative_to(workdir).as_posix()
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, root / name)
+    return name
 
 
 def export_cell(grid: Grid, cell: Cell, root: Path) -> tuple[bool, str]:
@@ -175,13 +185,22 @@ def check_target(grid: Grid, root: Path) -> None:
         raise GridError(f"{root} holds other files and no {RECORD_FILE}: not a record")
 
 
-def export(grid: Grid, to: Path) -> Export:
+def grid_name(grid: Grid) -> str:
+    """The grid file as a record names it: from the repository root when it is in it."""
+    grid_file = grid.path.resolve()
+    if grid_file.is_relative_to(REPO):
+        return grid_file.relative_to(REPO).as_posix()
+    return str(grid_file)
+
+
+def export(grid: Grid, to: Path, cells: Sequence[Cell] | None = None) -> Export:
     """Copy the grid's small outputs to the record ``to`` (made or updated: the cells the work
-    dir has finished replace the record's, the others are left as they are)."""
+    dir has finished replace the record's, the others are left as they are): those of
+    ``cells`` (default: every cell), the tuning choices and the data marker."""
     root = to.resolve()
     check_target(grid, root)
     report = Export()
-    for cell in all_cells(grid):
+    for cell in all_cells(grid) if cells is None else cells:
         taken, line = export_cell(grid, cell, root)
         (report.exported if taken else report.skipped).append(line)
     extras = [*grid.workdir.glob("tune/*/choice.json"), *grid.workdir.glob(".done/*.json")]
@@ -190,11 +209,8 @@ def export(grid: Grid, to: Path) -> Export:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, destination)
         report.exported.append(path.relative_to(grid.workdir).as_posix())
-    grid_file = grid.path.resolve()
     record = {
-        "grid": grid_file.relative_to(REPO).as_posix()
-        if grid_file.is_relative_to(REPO)
-        else str(grid_file),
+        "grid": grid_name(grid),
         "last_export": {"from": str(grid.workdir), "finished": time.ctime()},
         "exported": report.exported,
         "skipped": report.skipped,

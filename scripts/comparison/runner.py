@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -25,8 +25,9 @@ from comparison.grid import (
     GridError,
     all_cells,
     evaluate_commands,
+    portable,
+    start_checkpoint,
     train_command,
-    without_cpu,
 )
 
 
@@ -58,14 +59,51 @@ def write_json(path: Path, record: dict) -> None:
     partial.replace(path)
 
 
-def write_marker(folder: Path, phase: str, commands: list[list[str]], seconds: float) -> None:
+def write_marker(
+    grid: Grid, folder: Path, phase: str, commands: list[list[str]], seconds: float
+) -> None:
     record = {
-        "commands": without_cpu(commands),
+        "commands": portable(commands, grid.workdir),
         "seconds": round(seconds, 1),
         "finished": time.ctime(),
         "machine": machine(),
     }
     write_json(marker_path(folder, phase), record)
+
+
+def finished(cell: Cell) -> bool:
+    """Every phase of the cell is marked done (a cell taken from a record has no checkpoint)."""
+    return all(read_marker(cell.folder, phase) is not None for phase in cell.phases)
+
+
+def needs_checkpoint(grid: Grid, cell: Cell) -> bool:
+    """Whether the cell's trained model is still to be used: for its own test sets or, the
+    start's, by a cell of the grid not finished yet. A marked training whose checkpoint is
+    needed and gone is run again."""
+    if cell.kind == "tune":
+        return False
+    if read_marker(cell.folder, "test") is None:
+        return True
+    return cell.kind == "start" and bool(unfinished(grid))
+
+
+def left_to_do(grid: Grid, cell: Cell) -> bool:
+    """A phase not done, or a checkpoint to train again."""
+    needed = needs_checkpoint(grid, cell)
+    return not finished(cell) or (needed and not trained_checkpoint(grid, cell).exists())
+
+
+def trained_checkpoint(grid: Grid, cell: Cell) -> Path:
+    return cell.checkpoints / grid.evaluate.get("checkpoint", "checkpoint_best.pt")
+
+
+def unfinished(grid: Grid) -> list[Cell]:
+    """The cells after the start that are not finished: what still needs the start."""
+    return [cell for cell in all_cells(grid) if cell.kind != "start" and not finished(cell)]
+
+
+def same_commands(marker: dict, commands: list[list[str]], grid: Grid) -> bool:
+    return portable(marker["commands"], grid.workdir) == portable(commands, grid.workdir)
 
 
 def machine() -> dict:
@@ -219,6 +257,11 @@ def check_ready(grid: Grid, cell: Cell) -> None:
         start = grid.workdir / "start"
         if read_marker(start, "train") is None:
             raise NotReady(f"{cell.name}: starts from the XENT start: run --only start first")
+        if not start_checkpoint(grid).exists():
+            raise NotReady(
+                f"{cell.name}: the XENT start's checkpoint {start_checkpoint(grid)} is gone (a "
+                "work dir taken up from a record): run --only start to train it again"
+            )
 
 
 def check_test_allowed(grid: Grid, cell: Cell) -> None:
@@ -235,8 +278,8 @@ def check_test_allowed(grid: Grid, cell: Cell) -> None:
             f"not recorded ({choice_path(grid, cell.method)})"
         )
     trained = read_marker(cell.folder, "train")
-    expected = without_cpu([train_command(grid, cell, choice["flags"], cpu=False)])
-    if trained is None or trained["commands"] != expected:
+    expected = [train_command(grid, cell, choice["flags"], cpu=False)]
+    if trained is None or not same_commands(trained, expected, grid):
         raise GridError(
             f"{cell.name}: refusing to score the test sets: the run was not trained with "
             f"{cell.method}'s recorded choice ({choice['candidate']})"
@@ -247,16 +290,16 @@ def train_phase(grid: Grid, cell: Cell, cpu: bool, dry_run: bool) -> bool:
     """Train the cell unless done; True when it is trained."""
     commands = [train_command(grid, cell, cell_flags(grid, cell), cpu)]
     done = read_marker(cell.folder, "train")
-    checkpoint = cell.checkpoints / grid.evaluate.get("checkpoint", "checkpoint_best.pt")
-    if done is not None and checkpoint.exists():
-        if done["commands"] != without_cpu(commands):
+    checkpoint = trained_checkpoint(grid, cell)
+    if done is not None and (checkpoint.exists() or not needs_checkpoint(grid, cell)):
+        if not same_commands(done, commands, grid):
             raise GridError(
                 f"{cell.name}: trained with other settings than the grid (or the tuning choice) "
                 f"now gives; remove {cell.folder} to redo it"
             )
         say(f"{cell.name}: trained already, skipped")
         return True
-    return run_phase(cell, "train", commands, dry_run)
+    return run_phase(grid, cell, "train", commands, dry_run)
 
 
 def test_phase(grid: Grid, cell: Cell, cpu: bool, dry_run: bool) -> bool:
@@ -264,15 +307,15 @@ def test_phase(grid: Grid, cell: Cell, cpu: bool, dry_run: bool) -> bool:
     commands = evaluate_commands(grid, cell, cpu)
     done = read_marker(cell.folder, "test")
     checkpoint = Path(commands[0][commands[0].index("--checkpoint") + 1])
-    if done is not None and done["commands"] == without_cpu(commands):
-        finished = marker_path(cell.folder, "test").stat().st_mtime
-        if checkpoint.stat().st_mtime <= finished:
+    if done is not None and same_commands(done, commands, grid):
+        scored = marker_path(cell.folder, "test").stat().st_mtime
+        if not checkpoint.exists() or checkpoint.stat().st_mtime <= scored:
             say(f"{cell.name}: test sets scored already, skipped")
             return True
-    return run_phase(cell, "test", commands, dry_run)
+    return run_phase(grid, cell, "test", commands, dry_run)
 
 
-def run_phase(cell: Cell, phase: str, commands: list[list[str]], dry_run: bool) -> bool:
+def run_phase(grid: Grid, cell: Cell, phase: str, commands: list[list[str]], dry_run: bool) -> bool:
     log = cell.folder / f"{phase}.log"
     if dry_run:
         for command in commands:
@@ -285,21 +328,25 @@ def run_phase(cell: Cell, phase: str, commands: list[list[str]], dry_run: bool) 
             run_streaming(command, log)
     except RecipeError as error:
         raise GridError(f"{cell.name}: {error}") from None
-    write_marker(cell.folder, phase, commands, time.time() - started)
+    write_marker(grid, cell.folder, phase, commands, time.time() - started)
     say(f"{cell.name}: {phase} finished in {(time.time() - started) / 60:.1f} min")
     return True
 
 
-def run_cell(grid: Grid, cell: Cell, cpu: bool, dry_run: bool = False) -> None:
-    check_ready(grid, cell)
+def run_cell(grid: Grid, cell: Cell, cpu: bool, dry_run: bool = False) -> list[str]:
+    """Run what the cell has left; returns the phases run in this call."""
+    if left_to_do(grid, cell):
+        check_ready(grid, cell)
     if cell.kind == "final":
         cell_flags(grid, cell)
+    before = {phase: read_marker(cell.folder, phase) for phase in cell.phases}
     with cell_lock(cell.folder):
         trained = train_phase(grid, cell, cpu, dry_run)
         if cell.kind == "tune" and trained:
             choose(grid, cell.method)
         if cell.evaluated and trained:
             test_phase(grid, cell, cpu, dry_run)
+    return [phase for phase in cell.phases if read_marker(cell.folder, phase) != before[phase]]
 
 
 def run_data(grid: Grid, dry_run: bool) -> None:
@@ -315,26 +362,37 @@ def run_data(grid: Grid, dry_run: bool) -> None:
         return
     with cell_lock(grid.workdir / ".data"):
         cell = Cell("data", "data", grid.workdir)
-        run_phase(cell, "data", commands, dry_run)
+        run_phase(grid, cell, "data", commands, dry_run)
 
 
 # ---------------------------------------------------------------------- the grid
 
 
-def run_grid(grid: Grid, cells: Sequence[Cell], cpu: bool, only: bool, dry_run: bool) -> list[str]:
+def run_grid(
+    grid: Grid,
+    cells: Sequence[Cell],
+    cpu: bool,
+    only: bool,
+    dry_run: bool,
+    after_cell: Callable[[Cell], None] | None = None,
+) -> list[str]:
     """Run the cells in order; with ``only`` a cell that is not ready is an error, otherwise it
-    is left for later. Returns what was left, one line a cell."""
+    is left for later; ``after_cell`` is called on each cell that ran a phase, once it is
+    unlocked. Returns what was left, one line a cell."""
     if not only or any(cell.kind == "start" for cell in cells):
         run_data(grid, dry_run)
     left = []
     for cell in cells:
         try:
-            run_cell(grid, cell, cpu, dry_run)
+            ran = run_cell(grid, cell, cpu, dry_run)
         except (NotReady, Busy) as reason:
             if only and isinstance(reason, NotReady) and not dry_run:
                 raise
             say(f"{cell.name}: left for later: {reason}")
             left.append(str(reason))
+            continue
+        if ran and after_cell is not None:
+            after_cell(cell)
     if not dry_run and read_marker(grid.workdir / "start", "train") is not None:
         for method in grid.methods:
             choose(grid, method.key)
