@@ -36,7 +36,8 @@ def take_up(grid: Grid, to: Path) -> Callable[[Cell], None]:
     check_record(grid, root)
     if record.is_record(root):
         taken = seed(grid, root)
-        say(f"from the record {to}, {len(taken)} finished cells: " + ", ".join(taken))
+        found = f"{len(taken)} finished cells: " + ", ".join(taken) if taken else "no cell to take"
+        say(f"from the record {to}, {found}")
         check_start(grid, root)
     return partial(after_cell, grid, root)
 
