@@ -127,13 +127,9 @@ class UnitArena:
     def add(self, entry: Channels) -> int:
         """Stores one word's units; returns its entry id."""
         index = self.size
-        if index == len(self.starts[0]):
-            self.starts = [np.resize(array, 2 * index) for array in self.starts]
-            self.lengths = [np.resize(array, 2 * index) for array in self.lengths]
+        self._reserve(1, [len(units) for units in entry])
         for channel, units in enumerate(entry):
             used, count = self.used[channel], len(units)
-            if used + count > len(self.units[channel]):
-                self.units[channel] = np.resize(self.units[channel], 2 * (used + count))
             self.units[channel][used : used + count] = units
             self.starts[channel][index], self.lengths[channel][index] = used, count
             self.used[channel] = used + count
@@ -142,21 +138,28 @@ class UnitArena:
 
     def extend(self, channels: list[Ragged]) -> np.ndarray:
         """Stores each sentence of a ragged batch as one entry; returns their entry ids."""
-        count = len(channels[0].starts) - 1
-        index = self.size
-        if index + count > len(self.starts[0]):
-            self.starts = [np.resize(array, 2 * (index + count)) for array in self.starts]
-            self.lengths = [np.resize(array, 2 * (index + count)) for array in self.lengths]
+        count, index = len(channels[0].starts) - 1, self.size
+        self._reserve(count, [len(ids) for ids, _ in channels])
         for channel, (ids, starts) in enumerate(channels):
             used = self.used[channel]
-            if used + len(ids) > len(self.units[channel]):
-                self.units[channel] = np.resize(self.units[channel], 2 * (used + len(ids)))
             self.units[channel][used : used + len(ids)] = ids
             self.starts[channel][index : index + count] = used + starts[:-1]
             self.lengths[channel][index : index + count] = np.diff(starts)
             self.used[channel] = used + len(ids)
         self.size = index + count
         return np.arange(index, index + count, dtype=np.int64)
+
+    def _reserve(self, entries: int, units: list[int]) -> None:
+        """Room for ``entries`` more entries and ``units[c]`` more units in channel c."""
+        needed = self.size + entries
+        if needed > len(self.starts[0]):
+            self.starts = [np.resize(array, 2 * needed) for array in self.starts]
+            self.lengths = [np.resize(array, 2 * needed) for array in self.lengths]
+        for channel, count in enumerate(units):
+            if self.used[channel] + count > len(self.units[channel]):
+                self.units[channel] = np.resize(
+                    self.units[channel], 2 * (self.used[channel] + count)
+                )
 
     def gather(self, entries: np.ndarray, counts: np.ndarray) -> list[Ragged]:
         """The units of sentences made of ``counts[b]`` consecutive ``entries`` each."""
@@ -293,17 +296,12 @@ class TextReward(Reward):
 
     def new_words(self, tokens: np.ndarray, spans: np.ndarray, side: str) -> list[int]:
         """Arena entries for the words of ``spans`` (row, start, end) of ``tokens``."""
-        bos = self.bos
-        return [
-            self.arena.add(
-                self.words_units(
-                    self.decoder.pieces_text(
-                        [t for t in tokens[row, start:end].tolist() if t != bos], side
-                    )
-                )
-            )
-            for row, start, end in spans.tolist()
-        ]
+        entries = []
+        for row, start, end in spans.tolist():
+            pieces = [t for t in tokens[row, start:end].tolist() if t != self.bos]
+            text = self.decoder.pieces_text(pieces, side)
+            entries.append(self.arena.add(self.words_units(text)))
+        return entries
 
     def references(self, tokens: np.ndarray) -> list[Ragged]:
         """The units of each reference row [B, L] (int64, contiguous), from the cache or
