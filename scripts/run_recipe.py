@@ -178,13 +178,20 @@ def evaluate_commands(recipe: dict, workdir: Path, cpu: bool) -> list[list[str]]
         reference = settings.get("references", {}).get(subset)
         if reference:
             command += ["--reference-text", reference]
-        if settings.get("sentencepiece_model"):
-            command += ["--sentencepiece-model", settings["sentencepiece_model"]]
-        for key in ("post_process", "detok", "chrf_word_order"):
-            if settings.get(key) is not None:
-                command += [f"--{key.replace('_', '-')}", str(settings[key])]
-        commands.append([*command, "--cpu"] if cpu else command)
+        commands.append([*command, *text_flags(settings), *(["--cpu"] if cpu else [])])
     return commands
+
+
+def text_flags(settings: dict) -> list[str]:
+    """evaluate.py's flags for the text it scores, from an ``evaluate`` section: a
+    ``sentencepiece_model``, or ``post_process``, ``detok`` and ``chrf_word_order``."""
+    flags = []
+    if settings.get("sentencepiece_model"):
+        flags += ["--sentencepiece-model", settings["sentencepiece_model"]]
+    for key in ("post_process", "detok", "chrf_word_order"):
+        if settings.get(key) is not None:
+            flags += [f"--{key.replace('_', '-')}", str(settings[key])]
+    return flags
 
 
 def curve_logs(workdir: Path) -> list[str]:

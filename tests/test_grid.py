@@ -17,7 +17,13 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from comparison import report, significance  # noqa: E402
 from comparison import table as tables  # noqa: E402
-from comparison.grid import GridError, all_cells, load_grid, select_cells  # noqa: E402
+from comparison.grid import (  # noqa: E402
+    GridError,
+    all_cells,
+    evaluate_commands,
+    load_grid,
+    select_cells,
+)
 from comparison.runner import check_test_allowed, read_marker  # noqa: E402
 
 GRID_SCRIPT = REPO / "scripts" / "grid.py"
@@ -189,6 +195,17 @@ def test_the_grid_files_load(name, tmp_path):
     grid = load_grid(REPO / "scripts" / "grids" / f"{name}.json", tmp_path)
     assert [m.key for m in grid.methods] == ["xent_more", "dad", "e2e", "mixer"]
     assert grid.control.key == "xent_more" and len(grid.seeds) >= 3
+
+
+def test_the_subword_grid_scores_the_decoded_text_and_has_nothing_to_tune(tmp_path):
+    grid = load_grid(REPO / "scripts" / "grids" / "multi30k_spm.json", tmp_path)
+    cells = all_cells(grid)
+    assert [c.kind for c in cells].count("tune") == 0 and len(cells) == 1 + 3 * 3
+    commands = evaluate_commands(grid, cells[-1], cpu=True)
+    assert [c[c.index("--post-process") + 1] for c in commands] == ["sentencepiece"] * 2
+    assert all(c[-1] == "--cpu" for c in commands)
+    text = {m.key: "--reward-post-process" in m.candidates["lr1e-4"] for m in grid.methods}
+    assert text == {"xent_more": False, "mixer_id": False, "mixer_text": True}
 
 
 def test_grid_errors(tmp_path, synthetic_bin):

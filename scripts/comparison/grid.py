@@ -19,7 +19,8 @@ relative paths are relative to the repository root:
   runs are tested against;
 - ``evaluate``: ``checkpoint``, ``beams``, ``metric`` (bleu or rouge), ``table_metric`` (bleu,
   rouge1, rouge2, rougeL), ``gen_subsets``, ``subset_names``, ``references`` (subset -> text),
-  ``batch_size``;
+  ``batch_size``, and the text evaluate.py scores (``sentencepiece_model``, or ``post_process``,
+  ``detok``, ``chrf_word_order``: a subword model's detokenised text);
 - ``paper`` (optional): ``{"source": ..., "scores": {"start" or method: {beam: score}}}``.
 
 Cells: ``start`` (the XENT start), ``tune:METHOD:CANDIDATE`` (a tuning run) and
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from run_recipe import substitute
+from run_recipe import substitute, text_flags
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "fairseq_mixer"
@@ -273,9 +274,7 @@ def evaluate_commands(grid: Grid, cell: Cell, cpu: bool) -> list[list[str]]:
             "--out-md", str(cell.folder / "results.md"),
             "--save-hypotheses", str(cell.folder / "hyps"),
         ]  # fmt: skip
-        if settings.get("sentencepiece_model"):
-            command += ["--sentencepiece-model", settings["sentencepiece_model"]]
-        commands.append([*command, "--cpu"] if cpu else command)
+        commands.append([*command, *text_flags(settings), *(["--cpu"] if cpu else [])])
     return commands
 
 
