@@ -356,8 +356,8 @@ RECIPE_FINGERPRINTS = {
     "multi30k_release_sgd": "a42c53c6344fef6b",
     "multi30k_self_critical": "77e7f5799e8bb7ed",
     # added later: the subword recipe, and its id-reward twin as the whole file it was first
-    "multi30k_spm": "45149aed34f8f3c6",
-    "multi30k_spm_id_reward": "119330478cbe6b4c",
+    "multi30k_spm": "96e484b2167e138a",
+    "multi30k_spm_id_reward": "0d40190a53262d78",
 }
 BASE_RECIPES = {"multi30k", "gigaword", "demo_tiny", "multi30k_spm"}
 
