@@ -285,6 +285,28 @@ def test_bleu_bootstrap_is_sacrebleus_and_the_mean_bootstrap_resamples_as_it_doe
     assert generic.p_value == ours.p_value
 
 
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_bootstrap_is_sacrebleus(word_order):
+    from sacrebleu.metrics import CHRF
+    from sacrebleu.significance import PairedTest
+
+    refs, base, system = sentences(1)
+    metric = CHRF(word_order=word_order)
+    _, scores = PairedTest(
+        [("b", base), ("s", system)], {"chrF": metric}, [refs], test_type="bs", n_samples=200
+    )()
+    theirs_base, theirs = scores[f"chrF2{'+' * word_order}"]
+    ours = significance.chrf_paired_bootstrap(base, system, refs, 200, word_order)
+    assert ours.p_value == theirs.p_value and ours.significant
+    assert ours.baseline == theirs_base.score and ours.system == theirs.score
+    stats = [significance.chrf_statistics(hyps, refs, word_order) for hyps in (base, system)]
+    assert stats[0].dtype == np.int64 and stats[0].shape == (len(refs), 3 * (6 + word_order))
+    assert significance.chrf_stats_paired_bootstrap(*stats, 200, word_order=word_order) == ours
+    assert significance.chrf_word_order(str(metric.get_signature())) == word_order
+    with pytest.raises(ValueError, match="no word order"):
+        significance.chrf_word_order("nrefs:1|case:mixed|tok:13a|version:2.6.0")
+
+
 def test_rouge_bootstrap_resamples_per_sentence_rouge():
     sys.path.insert(0, str(REPO / "scripts"))
     import evaluate
