@@ -15,6 +15,7 @@ from test_grid import sentences, tiny_grid
 sys.path.insert(0, str(REPO / "scripts"))
 
 from comparison import plots, record, report, significance  # noqa: E402
+from comparison import sentences as sentence_stats  # noqa: E402
 from comparison import table as tables  # noqa: E402
 from comparison.grid import all_cells, load_grid  # noqa: E402
 from comparison.runner import cell_state  # noqa: E402
@@ -27,6 +28,7 @@ NOISE = [
     "2026-12-03 19:44:53 | INFO | fairseq_cli.train | MixerModel(\n",
     "2026-12-03 19:44:54 | INFO | fairseq_cli.train | end of epoch 1\n",
 ]
+CHRF_SIGNATURE = "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"  # chrF++
 
 
 def load_grid_script():
@@ -68,8 +70,9 @@ def write_results(work, folder, name, kind, references, beams, rng):
         path = folder / "hyps" / f"test.beam{beam}.{name.replace(':', '_')}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(h + "\n" for h in hyps))
-        scores = {"bleu": 100 * keep} if kind == "bleu" else {
-            "rouge1": 100 * keep, "rouge2": 90 * keep, "rougeL": 95 * keep}  # fmt: skip
+        scores = {"bleu": 100 * keep, "chrf": 90 * keep, "chrf_signature": CHRF_SIGNATURE}
+        if kind != "bleu":
+            scores = {"rouge1": 100 * keep, "rouge2": 90 * keep, "rougeL": 95 * keep}
         rows.append(
             {"name": name, "checkpoint": str(folder / "checkpoints" / "checkpoint_best.pt"),
              "data": str(work / "data" / "bin"), "gen_subset": "test", "beam": beam,
@@ -153,6 +156,20 @@ def test_the_record_gives_the_work_dirs_table_without_text_or_checkpoints(kind, 
     full, trimmed = work / "start" / "train.log", rec / "start" / "train.log"
     assert read_training_log(trimmed, "s") == read_training_log(full, "s")
     assert not any(line in trimmed.read_text() for line in NOISE)
+
+
+def test_chrf_statistics_are_read_as_they_were_written(tmp_path):
+    refs, base, _ = sentences(6, count=10)
+    written = sentence_stats.from_text(base, refs, "chrf", word_order=2)
+    assert written["columns"][:3] == ["char1_hyp", "char1_ref", "char1_match"]
+    assert len(written["columns"]) == 24 and written["columns"][-1] == "word2_match"
+    path = tmp_path / sentence_stats.file_name("test", 5, "chrf")
+    sentence_stats.write(path, written)
+    read = sentence_stats.read(path)
+    assert read["rows"].dtype == np.int64 and np.array_equal(read["rows"], written["rows"])
+    assert {**read, "rows": None} == {**written, "rows": None}
+    assert significance.chrf_word_order(read["signature"]) == 2
+    assert path.name == "test.beam5.chrf.json.gz"
 
 
 def test_a_record_is_updated_cell_by_cell_and_never_run(tmp_path):

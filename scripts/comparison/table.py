@@ -38,7 +38,7 @@ class System:
 
 def read_rows(cell: Cell, root: Path) -> dict[str, dict[int, dict]]:
     """subset -> beam -> evaluate.py row of a cell whose test phase finished; a record's
-    relative ``statistics`` path made absolute from ``root`` (the work dir or the record)."""
+    relative ``statistics`` paths made absolute from ``root`` (the work dir or the record)."""
     if read_marker(cell.folder, "test") is None:
         return {}
     rows: dict[str, dict[int, dict]] = {}
@@ -46,8 +46,9 @@ def read_rows(cell: Cell, root: Path) -> dict[str, dict[int, dict]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            if "statistics" in row:
-                row["statistics"] = str(root / row["statistics"])
+            for key in sentences.STATISTICS_KEYS:
+                if key in row:
+                    row[key] = str(root / row[key])
             rows.setdefault(row["gen_subset"], {})[int(row["beam"])] = row
     return rows
 
@@ -121,7 +122,7 @@ def tests(
         own = system.runs.get(None if system.key == START else seed)
         control_row = control_rows.get(subset, {}).get(beam)
         row = (own or {}).get(subset, {}).get(beam)
-        if row and control_row and sentences.available(row) and sentences.available(control_row):
+        if row and control_row and all(sentences.available(r, metric) for r in (row, control_row)):
             pairs[seed] = paired(row, control_row, metric, n_samples, cache)
     if not pairs:
         return None
