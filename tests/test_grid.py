@@ -165,7 +165,7 @@ def test_a_fresh_machine_takes_the_grid_up_from_its_record(grid_run, tmp_path):
     """The session running dad:seed1 ended before it finished, and its machine with it: in a
     new work dir the start is trained again and reproduces the record's exactly, every other
     cell is taken from the record, dad:seed1 is run and recorded, and the table is the
-    uninterrupted run's (but for the decoding times)."""
+    uninterrupted run's (but for the decoding times), in BLEU and in chrF."""
     grid_path, workdir, sittings = grid_run
     rec, fresh = tmp_path / "rec", tmp_path / "work"
     shutil.copytree(sittings["record"], rec)
@@ -178,13 +178,16 @@ def test_a_fresh_machine_takes_the_grid_up_from_its_record(grid_run, tmp_path):
     assert "tune:dad:isig: trained already, skipped" in out
     assert "dad:seed1: recorded in" in out
 
-    def table(folder: Path) -> dict:
-        built = tables.build(load_grid(grid_path, folder), n_samples=50)
+    def table(folder: Path, metric: str | None = None) -> dict:
+        built = tables.build(load_grid(grid_path, folder), 50, metric)
         rows = [{**row, "ms_per_sentence": None} for row in built["rows"]]
         return {**built, "workdir": None, "rows": rows}
 
-    assert table(fresh) == table(workdir)
-    assert table(rec) == table(workdir)
+    for metric in ("bleu", "chrf"):
+        assert table(fresh, metric) == table(workdir, metric)
+        assert table(rec, metric) == table(workdir, metric)
+    dad = next(row for row in table(rec, "chrf")["rows"] if row["key"] == "dad")
+    assert set(dad["cells"]["test/1"]["test"]["pairs"]) == {1, 2}
 
 
 # ---------------------------------------------------------------------- grid files
