@@ -174,7 +174,7 @@ def test_a_bleu_grid_gives_a_chrf_table_from_its_record_as_from_its_work_dir(tmp
     assert {**on_record, "workdir": None} == {**on_work, "workdir": None}
     assert on_record["metric"] == "chrf" and on_record["label"] == "chrF++"
     dad = next(row for row in on_record["rows"] if row["key"] == "dad")
-    assert dad["paper"] == {}  # the paper's scores are BLEU
+    assert dad["paper"] == {} and on_record["paper_source"] is None  # the paper's are BLEU
     assert dad["cells"]["test/5"]["mean"] == pytest.approx(
         np.mean([json.loads(line)["chrf"] for seed in (1, 2) for line in
                  (work / f"runs/dad/seed{seed}/results.jsonl").read_text().splitlines()[1:]])

@@ -194,7 +194,8 @@ def build(
     beams = [int(b) for b in settings.get("beams", [1, 5, 10])]
     subsets = settings.get("gen_subsets", ["test"])
     control = systems[1]
-    papers = grid.spec.get("paper", {}).get("scores", {}) if metric == grid.table_metric else {}
+    # the paper's scores are in the grid's table metric: none beside another metric's table
+    paper_spec = grid.spec.get("paper", {}) if metric == grid.table_metric else {}
     cache: dict = {}
     rows = []
     for system in systems:
@@ -206,7 +207,7 @@ def build(
                     entry["test"] = tests(system, control, subset, beam, metric, n_samples, cache)
                 cells[f"{subset}/{beam}"] = entry
         speeds = {str(beam): speed(system, beam) for beam in (min(beams), max(beams))}
-        paper = papers.get(system.key, {})  # the paper's scores are in the grid's table metric
+        paper = paper_spec.get("scores", {}).get(system.key, {})
         rows.append(
             {"key": system.key, "name": system.name, "cells": cells, "ms_per_sentence": speeds,
              "paper": paper, "seeds": sorted(s for s in system.runs if s is not None)}
@@ -216,7 +217,7 @@ def build(
         "label": label(metric, systems), "beams": beams,
         "subsets": subsets, "subset_names": settings.get("subset_names", {}),
         "control": control.key, "rows": rows, "missing": missing, "tuning": tuning(grid),
-        "machines": machines(grid), "paper_source": grid.spec.get("paper", {}).get("source"),
+        "machines": machines(grid), "paper_source": paper_spec.get("source"),
         "bootstrap_samples": n_samples, "seed_pairing": __doc__.split("\n\n")[1].strip(),
     }  # fmt: skip
 
