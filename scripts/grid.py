@@ -5,7 +5,8 @@ MIXER with the same update budget from it, each tuned on validation, over severa
     python scripts/grid.py run scripts/grids/multi30k_paper.json --workdir work/grid_m30k_paper \\
         [--only start|tune|tune:dad|dad:seed2,...] [--cpu] [--dry-run] [--record RECORD]
     python scripts/grid.py status GRID --workdir DIR
-    python scripts/grid.py table GRID --workdir DIR [--out-md F] [--out-json F] [--plots DIR]
+    python scripts/grid.py table GRID --workdir DIR [--metric chrf] [--out-md F] [--out-json F] \
+        [--plots DIR]
     python scripts/grid.py export GRID --workdir DIR --to docs/records/GRID_STEM
 
 ``run`` runs every cell not finished yet, in order: the data, the XENT start (``start``), the
@@ -30,7 +31,10 @@ differ, the run stops naming both and the record is left as it was. A record of 
 file is refused.
 
 ``table`` builds the paper's table from the finished cells (skipping, and naming, the
-missing ones): Markdown and JSON, and with ``--plots`` the figures.
+missing ones): Markdown and JSON, and with ``--plots`` the figures. ``--metric`` builds it in
+another metric than the grid's ``table_metric`` (a BLEU grid's rows have chrF as well), with its
+paired bootstrap (chrF's is sacreBLEU's, as BLEU's is) and its own files (``table.chrf.md``,
+``table.chrf.json``, ``beam.chrf.png``) unless named.
 
 ``export`` copies the small outputs of every cell with a finished phase into a record folder
 in the cells' layout, to be committed: markers, tuning choices, results with per-sentence
@@ -49,7 +53,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from comparison.grid import GridError, all_cells, load_grid, select_cells  # noqa: E402
+from comparison.grid import (  # noqa: E402
+    TABLE_METRICS,
+    GridError,
+    all_cells,
+    load_grid,
+    select_cells,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,9 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RECORD",
         help="take the finished cells from this record first, export each cell run to it",
     )
-    table.add_argument("--out-md", type=Path, help="default: WORKDIR/table.md")
-    table.add_argument("--out-json", type=Path, help="default: WORKDIR/table.json")
-    table.add_argument("--plots", type=Path, metavar="DIR", help="write beam.png and curves.png")
+    table.add_argument(
+        "--metric", choices=TABLE_METRICS, help="default: the grid's evaluate.table_metric"
+    )
+    other = " (.METRIC before the extension for another --metric)"
+    table.add_argument("--out-md", type=Path, help="default: WORKDIR/table.md" + other)
+    table.add_argument("--out-json", type=Path, help="default: WORKDIR/table.json" + other)
+    table.add_argument(
+        "--plots", type=Path, metavar="DIR", help="write beam.png" + other + " and curves.png"
+    )
     table.add_argument("--bootstrap-samples", type=int, default=1000)
     export.add_argument(
         "--to", type=Path, required=True, metavar="RECORD", help="e.g. docs/records/GRID_STEM"
@@ -116,15 +132,16 @@ def table(args: argparse.Namespace) -> None:
     from comparison import table as tables
 
     grid = load_grid(args.grid, args.workdir)
-    built = tables.build(grid, args.bootstrap_samples)
+    built = tables.build(grid, args.bootstrap_samples, args.metric)
     text = report.markdown(built)
-    out_md = args.out_md or grid.workdir / "table.md"
-    out_json = args.out_json or grid.workdir / "table.json"
+    suffix = "" if built["metric"] == grid.table_metric else f".{built['metric']}"
+    out_md = args.out_md or grid.workdir / f"table{suffix}.md"
+    out_json = args.out_json or grid.workdir / f"table{suffix}.json"
     for path, content in ((out_md, text), (out_json, json.dumps(built, indent=1) + "\n")):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
     if args.plots is not None:
-        plots.plot_beams(built, args.plots / "beam.png")
+        plots.plot_beams(built, args.plots / f"beam{suffix}.png")
         plots.plot_curves(grid, args.plots / "curves.png")
     print(text)
     if built["missing"]:

@@ -165,7 +165,7 @@ def test_a_fresh_machine_takes_the_grid_up_from_its_record(grid_run, tmp_path):
     """The session running dad:seed1 ended before it finished, and its machine with it: in a
     new work dir the start is trained again and reproduces the record's exactly, every other
     cell is taken from the record, dad:seed1 is run and recorded, and the table is the
-    uninterrupted run's (but for the decoding times)."""
+    uninterrupted run's (but for the decoding times), in BLEU and in chrF."""
     grid_path, workdir, sittings = grid_run
     rec, fresh = tmp_path / "rec", tmp_path / "work"
     shutil.copytree(sittings["record"], rec)
@@ -178,13 +178,16 @@ def test_a_fresh_machine_takes_the_grid_up_from_its_record(grid_run, tmp_path):
     assert "tune:dad:isig: trained already, skipped" in out
     assert "dad:seed1: recorded in" in out
 
-    def table(folder: Path) -> dict:
-        built = tables.build(load_grid(grid_path, folder), n_samples=50)
+    def table(folder: Path, metric: str | None = None) -> dict:
+        built = tables.build(load_grid(grid_path, folder), 50, metric)
         rows = [{**row, "ms_per_sentence": None} for row in built["rows"]]
         return {**built, "workdir": None, "rows": rows}
 
-    assert table(fresh) == table(workdir)
-    assert table(rec) == table(workdir)
+    for metric in ("bleu", "chrf"):
+        assert table(fresh, metric) == table(workdir, metric)
+        assert table(rec, metric) == table(workdir, metric)
+    dad = next(row for row in table(rec, "chrf")["rows"] if row["key"] == "dad")
+    assert set(dad["cells"]["test/1"]["test"]["pairs"]) == {1, 2}
 
 
 # ---------------------------------------------------------------------- grid files
@@ -283,6 +286,28 @@ def test_bleu_bootstrap_is_sacrebleus_and_the_mean_bootstrap_resamples_as_it_doe
     indices = significance.bootstrap_indices(len(refs), 200, 12345)
     generic = significance.paired_bootstrap(stats[0], stats[1], bleu, indices)
     assert generic.p_value == ours.p_value
+
+
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_bootstrap_is_sacrebleus(word_order):
+    from sacrebleu.metrics import CHRF
+    from sacrebleu.significance import PairedTest
+
+    refs, base, system = sentences(1)
+    metric = CHRF(word_order=word_order)
+    _, scores = PairedTest(
+        [("b", base), ("s", system)], {"chrF": metric}, [refs], test_type="bs", n_samples=200
+    )()
+    theirs_base, theirs = scores[f"chrF2{'+' * word_order}"]
+    ours = significance.chrf_paired_bootstrap(base, system, refs, 200, word_order)
+    assert ours.p_value == theirs.p_value and ours.significant
+    assert ours.baseline == theirs_base.score and ours.system == theirs.score
+    stats = [significance.chrf_statistics(hyps, refs, word_order) for hyps in (base, system)]
+    assert stats[0].dtype == np.int64 and stats[0].shape == (len(refs), 3 * (6 + word_order))
+    assert significance.chrf_stats_paired_bootstrap(*stats, 200, word_order=word_order) == ours
+    assert significance.chrf_word_order(str(metric.get_signature())) == word_order
+    with pytest.raises(ValueError, match="no word order"):
+        significance.chrf_word_order("nrefs:1|case:mixed|tok:13a|version:2.6.0")
 
 
 def test_rouge_bootstrap_resamples_per_sentence_rouge():

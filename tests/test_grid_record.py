@@ -1,6 +1,7 @@
-"""scripts/grid.py export: a grid's record (comparison.record) gives the same table and states
-as its work dir, holds no checkpoint, hypothesis or reference text, and its BLEU significance
-from per-sentence statistics is sacreBLEU's PairedTest. Fake cells, no training."""
+"""scripts/grid.py export: a grid's record (comparison.record) gives the same tables (BLEU's,
+chrF's) and states as its work dir, holds no checkpoint, hypothesis or reference text, and its
+BLEU significance from per-sentence statistics is sacreBLEU's PairedTest. Fake cells, no
+training."""
 
 import gzip
 import importlib.util
@@ -15,8 +16,9 @@ from test_grid import sentences, tiny_grid
 sys.path.insert(0, str(REPO / "scripts"))
 
 from comparison import plots, record, report, significance  # noqa: E402
+from comparison import sentences as sentence_stats  # noqa: E402
 from comparison import table as tables  # noqa: E402
-from comparison.grid import all_cells, load_grid  # noqa: E402
+from comparison.grid import GridError, all_cells, load_grid  # noqa: E402
 from comparison.runner import cell_state  # noqa: E402
 from plot import read_training_log  # noqa: E402
 
@@ -27,6 +29,7 @@ NOISE = [
     "2026-12-03 19:44:53 | INFO | fairseq_cli.train | MixerModel(\n",
     "2026-12-03 19:44:54 | INFO | fairseq_cli.train | end of epoch 1\n",
 ]
+CHRF_SIGNATURE = "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"  # chrF++
 
 
 def load_grid_script():
@@ -68,8 +71,9 @@ def write_results(work, folder, name, kind, references, beams, rng):
         path = folder / "hyps" / f"test.beam{beam}.{name.replace(':', '_')}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(h + "\n" for h in hyps))
-        scores = {"bleu": 100 * keep} if kind == "bleu" else {
-            "rouge1": 100 * keep, "rouge2": 90 * keep, "rougeL": 95 * keep}  # fmt: skip
+        scores = {"bleu": 100 * keep, "chrf": 90 * keep, "chrf_signature": CHRF_SIGNATURE}
+        if kind != "bleu":
+            scores = {"rouge1": 100 * keep, "rouge2": 90 * keep, "rougeL": 95 * keep}
         rows.append(
             {"name": name, "checkpoint": str(folder / "checkpoints" / "checkpoint_best.pt"),
              "data": str(work / "data" / "bin"), "gen_subset": "test", "beam": beam,
@@ -153,6 +157,63 @@ def test_the_record_gives_the_work_dirs_table_without_text_or_checkpoints(kind, 
     full, trimmed = work / "start" / "train.log", rec / "start" / "train.log"
     assert read_training_log(trimmed, "s") == read_training_log(full, "s")
     assert not any(line in trimmed.read_text() for line in NOISE)
+
+
+def test_a_bleu_grid_gives_a_chrf_table_from_its_record_as_from_its_work_dir(tmp_path):
+    grid_path, work, references = fake_work(tmp_path, "bleu")
+    rec = tmp_path / "record"
+    record.export(load_grid(grid_path, work), rec)
+    rows = [json.loads(line) for line in (rec / "start" / "results.jsonl").read_text().splitlines()]
+    assert rows[0]["statistics"] == "start/stats/test.beam1.json.gz"
+    assert rows[0]["chrf_statistics"] == "start/stats/test.beam1.chrf.json.gz"
+
+    on_work, on_record = (
+        tables.build(load_grid(grid_path, folder), n_samples=50, metric="chrf")
+        for folder in (work, rec)
+    )
+    assert {**on_record, "workdir": None} == {**on_work, "workdir": None}
+    assert on_record["metric"] == "chrf" and on_record["label"] == "chrF++"
+    dad = next(row for row in on_record["rows"] if row["key"] == "dad")
+    assert dad["paper"] == {} and on_record["paper_source"] is None  # the paper's are BLEU
+    assert dad["cells"]["test/5"]["mean"] == pytest.approx(
+        np.mean([json.loads(line)["chrf"] for seed in (1, 2) for line in
+                 (work / f"runs/dad/seed{seed}/results.jsonl").read_text().splitlines()[1:]])
+    )  # fmt: skip
+    hyps = [
+        sentence_stats.read_lines(work / f"runs/{key}/seed1/hyps/test.beam5.{key}_seed1.txt")
+        for key in ("xent_more", "dad")
+    ]
+    by_text = significance.chrf_paired_bootstrap(*hyps, references, 50, word_order=2)
+    assert dad["cells"]["test/5"]["test"]["pairs"][1]["p_value"] == by_text.p_value
+
+    load_grid_script().main(["table", str(grid_path), "--workdir", str(rec), "--metric", "chrf",
+                 "--bootstrap-samples", "50", "--plots", str(tmp_path)])  # fmt: skip
+    assert (rec / "table.chrf.md").read_text().startswith("chrF++ on the test sets")
+    assert json.loads((rec / "table.chrf.json").read_text())["metric"] == "chrf"
+    assert not (rec / "table.md").exists()
+    assert (tmp_path / "beam.chrf.png").stat().st_size > 0
+
+
+def test_a_chrf_table_of_two_word_orders_is_refused():
+    rows = [{"name": "a", "chrf_signature": CHRF_SIGNATURE},
+            {"name": "b", "chrf_signature": CHRF_SIGNATURE.replace("nw:2", "nw:0")}]  # fmt: skip
+    assert tables.chrf_word_order(rows[:1]) == 2 and tables.chrf_word_order([]) == 0
+    with pytest.raises(GridError, match=r"word orders in one table \(a nw:2, b nw:0\)"):
+        tables.chrf_word_order(rows)
+
+
+def test_chrf_statistics_are_read_as_they_were_written(tmp_path):
+    refs, base, _ = sentences(6, count=10)
+    written = sentence_stats.from_text(base, refs, "chrf", word_order=2)
+    assert written["columns"][:3] == ["char1_hyp", "char1_ref", "char1_match"]
+    assert len(written["columns"]) == 24 and written["columns"][-1] == "word2_match"
+    path = tmp_path / sentence_stats.file_name("test", 5, "chrf")
+    sentence_stats.write(path, written)
+    read = sentence_stats.read(path)
+    assert read["rows"].dtype == np.int64 and np.array_equal(read["rows"], written["rows"])
+    assert {**read, "rows": None} == {**written, "rows": None}
+    assert significance.chrf_word_order(read["signature"]) == 2
+    assert path.name == "test.beam5.chrf.json.gz"
 
 
 def test_a_record_is_updated_cell_by_cell_and_never_run(tmp_path):

@@ -107,8 +107,8 @@ def sessions(tmp_path, monkeypatch):
     return grid_path, rec, fake, session
 
 
-def table_of(grid_path: Path, folder: Path) -> dict:
-    return {**tables.build(load_grid(grid_path, folder), n_samples=30), "workdir": None}
+def table_of(grid_path: Path, folder: Path, metric: str | None = None) -> dict:
+    return {**tables.build(load_grid(grid_path, folder), 30, metric), "workdir": None}
 
 
 def test_sessions_on_fresh_machines_take_up_the_record_and_give_one_runs_table(
@@ -197,6 +197,8 @@ def test_seeding_takes_finished_cells_and_keeps_the_work_dirs_own(tmp_path):
     again = tmp_path / "again"
     record.export(grid, again)
     assert table_of(grid_path, again) == table_of(grid_path, work)
+    assert (again / "runs/dad/seed2/stats/test.beam5.chrf.json.gz").exists()
+    assert table_of(grid_path, again, "chrf") == table_of(grid_path, work, "chrf")
 
     fresh = load_grid(grid_path, tmp_path / "fresh")
     grid.bin.mkdir(parents=True)

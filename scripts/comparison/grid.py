@@ -18,9 +18,11 @@ relative paths are relative to the repository root:
   in table order; exactly one is the control (more XENT), whose runs every other method's
   runs are tested against;
 - ``evaluate``: ``checkpoint``, ``beams``, ``metric`` (bleu or rouge), ``table_metric`` (bleu,
-  rouge1, rouge2, rougeL), ``gen_subsets``, ``subset_names``, ``references`` (subset -> text),
-  ``batch_size``, and the text evaluate.py scores (``sentencepiece_model``, or ``post_process``,
-  ``detok``, ``chrf_word_order``: a subword model's detokenised text);
+  chrf, rouge1, rouge2, rougeL: the table's by default; evaluate.py scores chrF with BLEU and
+  ``grid.py table --metric`` builds the table of another), ``gen_subsets``, ``subset_names``,
+  ``references`` (subset -> text), ``batch_size``, and the text evaluate.py scores
+  (``sentencepiece_model``, or ``post_process``, ``detok``, ``chrf_word_order``: a subword
+  model's detokenised text);
 - ``paper`` (optional): ``{"source": ..., "scores": {"start" or method: {beam: score}}}``.
 
 Cells: ``start`` (the XENT start), ``tune:METHOD:CANDIDATE`` (a tuning run) and
@@ -48,7 +50,7 @@ REQUIRED_KEYS = (
 BUDGET_FLAGS = ("--max-epoch", "--max-update")
 RUNNER_FLAGS = ("--seed", "--save-dir", "--finetune-from-model", "--cpu")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-TABLE_METRICS = ("bleu", "rouge1", "rouge2", "rougeL")
+TABLE_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
 
 
 class GridError(Exception):

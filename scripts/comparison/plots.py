@@ -37,7 +37,7 @@ def plot_beams(table: dict, out: Path) -> bool:
         ax.set_xticks(beams)
         ax.set_title(table["subset_names"].get(subset, subset))
         ax.set_xlabel("beam size")
-        ax.set_ylabel(LABELS[table["metric"]])
+        ax.set_ylabel(table["label"])
         ax.legend(fontsize=8)
     save(fig, out)
     return True

@@ -7,7 +7,8 @@ machine); the training log trimmed to what the table, the tuning scores and the 
 (fairseq's JSON ``train_inner``, ``train`` and ``valid`` lines, and the runner's ``===
 run_recipe`` line of each sitting); for an evaluated cell, its ``results.jsonl`` with the paths
 under the work dir made relative to it and, instead of the hypotheses, each row's per-sentence
-statistics (comparison.sentences) under ``CELL/stats/``. Beside them the tuning choices
+statistics (comparison.sentences: its metric's, and chrF's for a row with a chrF score) under
+``CELL/stats/``. Beside them the tuning choices
 (``tune/METHOD/choice.json``), the data marker and ``record.json``, which says what the last
 export took and left and makes ``run`` refuse the folder.
 
@@ -81,18 +82,19 @@ def relative(value: object, workdir: Path) -> object:
     return value
 
 
-def record_row(row: dict, workdir: Path, statistics: str | None) -> dict:
+def record_row(row: dict, workdir: Path, statistics: dict[str, str]) -> dict:
     """An evaluate.py row for the record: no hypotheses, paths relative to the record's root,
-    ``statistics`` naming the per-sentence statistics file (relative to it as well)."""
+    ``statistics`` (and ``chrf_statistics``) naming the per-sentence statistics files
+    (relative to it as well)."""
     kept = {
         key: relative(value, workdir) if key in PATH_KEYS else value
         for key, value in row.items()
         if key != "hypotheses"
     }
-    return {**kept, "statistics": statistics} if statistics else kept
+    return {**kept, **statistics}
 
 
-def row_statistics(row: dict) -> dict:
+def row_statistics(row: dict, kind: str) -> dict:
     """The per-sentence statistics of a work dir's row, from its hypotheses and references."""
     for key in ("hypotheses", "references"):
         if not Path(row[key]).is_file():
@@ -100,9 +102,7 @@ def row_statistics(row: dict) -> dict:
                 f"{row['name']} beam {row['beam']} on {row['gen_subset']}: no {key} file "
                 f"{row[key]} (the export needs the text once, to compute the statistics)"
             )
-    hypotheses = sentences.read_lines(row["hypotheses"])
-    references = sentences.read_lines(row["references"])
-    return sentences.from_text(hypotheses, references, row["metric"])
+    return sentences.of_text(row, kind)
 
 
 def phases(folder: Path, cell: Cell) -> list[str]:
@@ -118,13 +118,17 @@ def export_results(grid: Grid, cell: Cell, target: Path, root: Path) -> int:
     rows = [json.loads(line) for line in lines if line.strip()]
     out = []
     for row in rows:
-        statistics = None
+        statistics = {}
         if "hypotheses" in row:
-            path = target / STATS / sentences.file_name(row["gen_subset"], int(row["beam"]))
-            sentences.write(path, row_statistics(row))
-            statistics = path.relative_to(root).as_posix()
-        elif "statistics" in row:
-            statistics = copy_statistics(grid.workdir / row["statistics"], grid.workdir, root)
+            for kind in sentences.kinds(row):
+                name = sentences.file_name(row["gen_subset"], int(row["beam"]), kind)
+                path = target / STATS / name
+                sentences.write(path, row_statistics(row, kind))
+                statistics[sentences.statistics_key(kind)] = path.relative_to(root).as_posix()
+        else:
+            for key in sentences.STATISTICS_KEYS:
+                if key in row:
+                    statistics[key] = copy_statistics(grid.workdir / row[key], grid.workdir, root)
         out.append(record_row(row, grid.workdir, statistics))
     text = "".join(json.dumps(row) + "\n" for row in out)
     (target / "results.jsonl").write_text(text, encoding="utf-8")
@@ -132,8 +136,8 @@ def export_results(grid: Grid, cell: Cell, target: Path, root: Path) -> int:
 
 
 def copy_statistics(source: Path, workdir: Path, root: Path) -> str:
-    """A row's statistics file taken from a record earlier (comparison.resume), copied to the
-    same place under ``root``; returns that place, relative to it."""
+    """A row's statistics file (either kind) taken from a record earlier (comparison.resume),
+    copied to the same place under ``root``; returns that place, relative to it."""
     name = source.relative_to(workdir).as_posix()
     (root / name).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, root / name)

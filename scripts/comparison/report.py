@@ -3,8 +3,6 @@ claims in figures, then the p-values, the decoding speed, the tuning and what is
 
 from __future__ import annotations
 
-from comparison.table import LABELS
-
 MARK = "*"
 
 
@@ -149,9 +147,8 @@ def machine_text(machine: dict) -> str:
 
 def markdown(table: dict) -> str:
     """The whole report."""
-    label = LABELS[table["metric"]]
     head = (
-        f"{label} on the test sets: mean ± std over seeds ({MARK}: differs from the "
+        f"{table['label']} on the test sets: mean ± std over seeds ({MARK}: differs from the "
         f"{control_name(table)} at p < 0.05 by paired bootstrap for every seed, "
         f"{table['bootstrap_samples']} resamples). Paper: {table['paper_source'] or '-'}."
     )

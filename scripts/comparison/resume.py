@@ -93,7 +93,8 @@ def seed_cell(grid: Grid, cell: Cell, root: Path) -> bool:
 
 def localize(row: dict, workdir: Path) -> dict:
     """A record's row with the checkpoint and data paths in this work dir, as evaluate.py
-    writes them (a rerun's row replaces it); ``statistics`` stays relative to the work dir."""
+    writes them (a rerun's row replaces it); ``statistics`` and ``chrf_statistics`` stay relative
+    to the work dir."""
     paths = {
         key: str(workdir / row[key])
         for key in ROW_PATHS

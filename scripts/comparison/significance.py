@@ -1,20 +1,21 @@
 """Paired bootstrap resampling over test sentences (Koehn 2004), as sacreBLEU 2.6 does it.
 
-Both metrics go through `paired_bootstrap`, which repeats the procedure of sacreBLEU's
+Every metric goes through `paired_bootstrap`, which repeats the procedure of sacreBLEU's
 ``PairedTest(test_type="bs")`` on any per-sentence statistics: the same resampled index sets
 (``numpy.random.default_rng(seed).choice(n, (n_samples, n))``, seed 12345 unless
 ``SACREBLEU_SEED`` says otherwise), the same statistic (the absolute difference of the two
 systems' scores, centred over the resamples) and the same p-value
-``(count(centred > observed) + 1) / (n_samples + 1)``. BLEU's statistics are sacreBLEU's
-per-sentence sufficient statistics (n-gram counts and lengths), so its p-value and scores are
-PairedTest's own; ROUGE's are rouge-score's per-sentence F values, their mean the corpus
-score. Statistics, unlike the text, can be kept where the references may not be
-(comparison.sentences).
+``(count(centred > observed) + 1) / (n_samples + 1)``. BLEU's and chrF's statistics are
+sacreBLEU's per-sentence sufficient statistics (n-gram counts and lengths; character and word
+n-gram counts), so their p-values and scores are PairedTest's own; ROUGE's are rouge-score's
+per-sentence F values, their mean the corpus score. Statistics, unlike the text, can be kept
+where the references may not be (comparison.sentences).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,12 +23,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.metrics.base import Metric
 
 DEFAULT_SAMPLES = 1000
 SIGNIFICANCE_LEVEL = 0.05
 BLEU_TOKENIZE = "13a"  # scripts/evaluate.py's --tokenize default, which the grid keeps
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+CHRF_WORD_ORDER = re.compile(r"(?:^|\|)nw:(\d+)(?:\||$)")
 
 
 @dataclass(frozen=True)
@@ -150,36 +153,29 @@ def rouge_paired_bootstrap(
     )
 
 
-def bleu_metric(tokenize: str = BLEU_TOKENIZE) -> BLEU:
-    """sacreBLEU's BLEU as evaluate.py scores it (its defaults otherwise)."""
-    from sacrebleu.metrics import BLEU
-
-    return BLEU(tokenize=tokenize)
-
-
-def bleu_statistics(
-    hypotheses: Sequence[str], references: Sequence[str], metric: BLEU | None = None
+def sacrebleu_statistics(
+    hypotheses: Sequence[str], references: Sequence[str], metric: Metric
 ) -> np.ndarray:
-    """sacreBLEU's sufficient statistics of every sentence, [sentences, 10] integers: the
-    hypothesis and reference lengths, the matched n-grams and the hypothesis n-grams, n = 1..4
-    (what its PairedTest resamples); ``metric``: `bleu_metric()` unless given."""
+    """sacreBLEU's sufficient statistics of every sentence under ``metric`` (BLEU, chrF),
+    [sentences, statistics] integers: what its PairedTest resamples."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    metric = bleu_metric() if metric is None else metric
     stats = metric._extract_corpus_statistics(list(hypotheses), [list(references)])
     return np.array(stats, dtype=np.int64).reshape(len(hypotheses), -1)
 
 
-def bleu_stats_paired_bootstrap(
+def stats_paired_bootstrap(
     baseline: np.ndarray,
     system: np.ndarray,
+    metric: Metric,
     n_samples: int = DEFAULT_SAMPLES,
     seed: int | None = None,
-    tokenize: str = BLEU_TOKENIZE,
 ) -> PairedResult:
-    """sacreBLEU's ``PairedTest(test_type="bs")`` of corpus BLEU from `bleu_statistics`: its
-    scores from the summed integer counts, its resamples from float32 ones, as it does."""
-    metric = bleu_metric(tokenize)
+    """sacreBLEU's ``PairedTest(test_type="bs")`` of ``metric``'s corpus score from
+    `sacrebleu_statistics`: its scores from the summed integer counts, its resamples from
+    float32 ones, as it does."""
+    if np.shape(baseline)[1:] != np.shape(system)[1:]:
+        raise ValueError(f"statistics of shape {np.shape(baseline)} and {np.shape(system)}")
 
     def score(rows: np.ndarray) -> float:
         return metric._compute_score_from_stats(rows.sum(0)).score
@@ -194,6 +190,49 @@ def bleu_stats_paired_bootstrap(
     return paired_bootstrap(base, sys_stats, score, indices, observed)
 
 
+def text_paired_bootstrap(
+    baseline: Sequence[str],
+    system: Sequence[str],
+    references: Sequence[str],
+    metric: Metric,
+    n_samples: int = DEFAULT_SAMPLES,
+) -> PairedResult:
+    """sacreBLEU's paired bootstrap of two systems' hypotheses under ``metric``."""
+    return stats_paired_bootstrap(
+        sacrebleu_statistics(baseline, references, metric),
+        sacrebleu_statistics(system, references, metric),
+        metric,
+        n_samples,
+    )
+
+
+def bleu_metric(tokenize: str = BLEU_TOKENIZE) -> BLEU:
+    """sacreBLEU's BLEU as evaluate.py scores it (its defaults otherwise)."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize=tokenize)
+
+
+def bleu_statistics(
+    hypotheses: Sequence[str], references: Sequence[str], metric: BLEU | None = None
+) -> np.ndarray:
+    """`sacrebleu_statistics` of BLEU, [sentences, 10]: the hypothesis and reference lengths,
+    the matched n-grams and the hypothesis n-grams, n = 1..4; ``metric``: `bleu_metric()`
+    unless given."""
+    return sacrebleu_statistics(hypotheses, references, metric or bleu_metric())
+
+
+def bleu_stats_paired_bootstrap(
+    baseline: np.ndarray,
+    system: np.ndarray,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int | None = None,
+    tokenize: str = BLEU_TOKENIZE,
+) -> PairedResult:
+    """`stats_paired_bootstrap` of corpus BLEU from `bleu_statistics`."""
+    return stats_paired_bootstrap(baseline, system, bleu_metric(tokenize), n_samples, seed)
+
+
 def bleu_paired_bootstrap(
     baseline: Sequence[str],
     system: Sequence[str],
@@ -202,9 +241,49 @@ def bleu_paired_bootstrap(
     tokenize: str = BLEU_TOKENIZE,
 ) -> PairedResult:
     """sacreBLEU's paired bootstrap of corpus BLEU (its ``PairedTest``, test type ``bs``)."""
-    return bleu_stats_paired_bootstrap(
-        bleu_statistics(baseline, references, bleu_metric(tokenize)),
-        bleu_statistics(system, references, bleu_metric(tokenize)),
-        n_samples,
-        tokenize=tokenize,
-    )
+    return text_paired_bootstrap(baseline, system, references, bleu_metric(tokenize), n_samples)
+
+
+def chrf_metric(word_order: int = 0) -> CHRF:
+    """sacreBLEU's chrF as evaluate.py scores it (``--chrf-word-order``; 2: chrF++)."""
+    from sacrebleu.metrics import CHRF
+
+    return CHRF(word_order=word_order)
+
+
+def chrf_word_order(signature: str) -> int:
+    """The word n-gram order of a sacreBLEU chrF signature (``...|nw:2|...``: chrF++)."""
+    match = CHRF_WORD_ORDER.search(signature)
+    if match is None:
+        raise ValueError(f"no word order (nw:N) in the chrF signature {signature!r}")
+    return int(match.group(1))
+
+
+def chrf_statistics(
+    hypotheses: Sequence[str], references: Sequence[str], word_order: int = 0
+) -> np.ndarray:
+    """`sacrebleu_statistics` of chrF, [sentences, 3 x (6 + word_order)]: the hypothesis,
+    reference and matched n-grams of each character order 1..6, then of each word order."""
+    return sacrebleu_statistics(hypotheses, references, chrf_metric(word_order))
+
+
+def chrf_stats_paired_bootstrap(
+    baseline: np.ndarray,
+    system: np.ndarray,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int | None = None,
+    word_order: int = 0,
+) -> PairedResult:
+    """`stats_paired_bootstrap` of corpus chrF from `chrf_statistics`."""
+    return stats_paired_bootstrap(baseline, system, chrf_metric(word_order), n_samples, seed)
+
+
+def chrf_paired_bootstrap(
+    baseline: Sequence[str],
+    system: Sequence[str],
+    references: Sequence[str],
+    n_samples: int = DEFAULT_SAMPLES,
+    word_order: int = 0,
+) -> PairedResult:
+    """sacreBLEU's paired bootstrap of corpus chrF (its ``PairedTest``, test type ``bs``)."""
+    return text_paired_bootstrap(baseline, system, references, chrf_metric(word_order), n_samples)

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from comparison import sentences, significance
-from comparison.grid import Cell, Grid, all_cells
+from comparison.grid import TABLE_METRICS, Cell, Grid, GridError, all_cells
 from comparison.runner import cell_state, choice_path, read_marker, tune_score
 
-LABELS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+if TYPE_CHECKING:
+    from sacrebleu.metrics.base import Metric
+
+LABELS = {
+    "bleu": "BLEU", "chrf": "chrF", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
+}  # fmt: skip
 START = "start"
 
 
@@ -38,7 +45,7 @@ class System:
 
 def read_rows(cell: Cell, root: Path) -> dict[str, dict[int, dict]]:
     """subset -> beam -> evaluate.py row of a cell whose test phase finished; a record's
-    relative ``statistics`` path made absolute from ``root`` (the work dir or the record)."""
+    relative ``statistics`` paths made absolute from ``root`` (the work dir or the record)."""
     if read_marker(cell.folder, "test") is None:
         return {}
     rows: dict[str, dict[int, dict]] = {}
@@ -46,8 +53,9 @@ def read_rows(cell: Cell, root: Path) -> dict[str, dict[int, dict]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            if "statistics" in row:
-                row["statistics"] = str(root / row["statistics"])
+            for key in sentences.STATISTICS_KEYS:
+                if key in row:
+                    row[key] = str(root / row[key])
             rows.setdefault(row["gen_subset"], {})[int(row["beam"])] = row
     return rows
 
@@ -88,6 +96,38 @@ def summary(scores: dict[int | None, float]) -> dict | None:
     return {"mean": statistics.fmean(numbers), "std": std, "n": len(numbers), "values": scores}
 
 
+def chrf_word_order(rows: Iterable[dict]) -> int:
+    """The word order the rows' chrF was scored with (0 for no row): one for all, chrF and
+    chrF++ are different measures."""
+    scored = {(row["name"], sentences.word_order_of(row)) for row in rows}
+    orders = {order for _, order in scored}
+    if len(orders) > 1:
+        names = ", ".join(f"{name} nw:{order}" for name, order in sorted(scored))
+        raise GridError(f"chrF of different word orders in one table ({names})")
+    return orders.pop() if orders else 0
+
+
+def scorer(metric: str, rows: Iterable[dict]) -> Metric:
+    """The sacreBLEU metric the rows' statistics are scored with (chrF: of their word order)."""
+    order = chrf_word_order(rows) if metric == "chrf" else 0
+    return sentences.sacrebleu_metric(metric, order)
+
+
+def label(metric: str, systems: Iterable[System]) -> str:
+    """The metric's name; chrF with its word n-grams as sacreBLEU writes it (chrF++: 2)."""
+    if metric != "chrf":
+        return LABELS[metric]
+    rows = [
+        row
+        for system in systems
+        for runs in system.runs.values()
+        for beams in runs.values()
+        for row in beams.values()
+        if metric in row
+    ]
+    return LABELS[metric] + "+" * chrf_word_order(rows)
+
+
 def paired(
     row: dict, control_row: dict, metric: str, n_samples: int, cache: dict | None = None
 ) -> dict:
@@ -95,8 +135,9 @@ def paired(
     their per-sentence statistics (comparison.sentences; ``cache`` keeps them between tests)."""
     system = sentences.of_row(row, metric, cache)
     baseline = sentences.of_row(control_row, metric, cache)
-    if metric == "bleu":
-        result = significance.bleu_stats_paired_bootstrap(baseline, system, n_samples)
+    if metric in sentences.SACREBLEU_KINDS:
+        metric_scorer = scorer(metric, [control_row, row])
+        result = significance.stats_paired_bootstrap(baseline, system, metric_scorer, n_samples)
     else:
         result = significance.mean_paired_bootstrap(baseline, system, n_samples)
     return {
@@ -121,7 +162,7 @@ def tests(
         own = system.runs.get(None if system.key == START else seed)
         control_row = control_rows.get(subset, {}).get(beam)
         row = (own or {}).get(subset, {}).get(beam)
-        if row and control_row and sentences.available(row) and sentences.available(control_row):
+        if row and control_row and all(sentences.available(r, metric) for r in (row, control_row)):
             pairs[seed] = paired(row, control_row, metric, n_samples, cache)
     if not pairs:
         return None
@@ -141,13 +182,20 @@ def speed(system: System, beam: int) -> float | None:
     return statistics.fmean(times) if times else None
 
 
-def build(grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES) -> dict:
-    """Everything the table shows, as JSON."""
+def build(
+    grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES, metric: str | None = None
+) -> dict:
+    """Everything the table of ``metric`` (default: the grid's table metric) shows, as JSON."""
+    metric = metric or grid.table_metric
+    if metric not in TABLE_METRICS:
+        raise GridError(f"no table of {metric!r}: the metrics are {', '.join(TABLE_METRICS)}")
     systems, missing = collect(grid)
     settings = grid.evaluate
-    metric, beams = grid.table_metric, [int(b) for b in settings.get("beams", [1, 5, 10])]
+    beams = [int(b) for b in settings.get("beams", [1, 5, 10])]
     subsets = settings.get("gen_subsets", ["test"])
     control = systems[1]
+    # the paper's scores are in the grid's table metric: none beside another metric's table
+    paper_spec = grid.spec.get("paper", {}) if metric == grid.table_metric else {}
     cache: dict = {}
     rows = []
     for system in systems:
@@ -159,16 +207,17 @@ def build(grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES) -> dict:
                     entry["test"] = tests(system, control, subset, beam, metric, n_samples, cache)
                 cells[f"{subset}/{beam}"] = entry
         speeds = {str(beam): speed(system, beam) for beam in (min(beams), max(beams))}
-        paper = grid.spec.get("paper", {}).get("scores", {}).get(system.key, {})
+        paper = paper_spec.get("scores", {}).get(system.key, {})
         rows.append(
             {"key": system.key, "name": system.name, "cells": cells, "ms_per_sentence": speeds,
              "paper": paper, "seeds": sorted(s for s in system.runs if s is not None)}
         )  # fmt: skip
     return {
-        "grid": str(grid.path), "workdir": str(grid.workdir), "metric": metric, "beams": beams,
+        "grid": str(grid.path), "workdir": str(grid.workdir), "metric": metric,
+        "label": label(metric, systems), "beams": beams,
         "subsets": subsets, "subset_names": settings.get("subset_names", {}),
         "control": control.key, "rows": rows, "missing": missing, "tuning": tuning(grid),
-        "machines": machines(grid), "paper_source": grid.spec.get("paper", {}).get("source"),
+        "machines": machines(grid), "paper_source": paper_spec.get("source"),
         "bootstrap_samples": n_samples, "seed_pairing": __doc__.split("\n\n")[1].strip(),
     }  # fmt: skip
 
