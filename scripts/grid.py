@@ -5,8 +5,8 @@ MIXER with the same update budget from it, each tuned on validation, over severa
     python scripts/grid.py run scripts/grids/multi30k_paper.json --workdir work/grid_m30k_paper \\
         [--only start|tune|tune:dad|dad:seed2,...] [--cpu] [--dry-run] [--record RECORD]
     python scripts/grid.py status GRID --workdir DIR
-    python scripts/grid.py table GRID --workdir DIR [--metric chrf] [--out-md F] [--out-json F] \
-        [--plots DIR]
+    python scripts/grid.py table GRID --workdir DIR [--metric chrf] [--against METHOD] \
+        [--out-md F] [--out-json F] [--plots DIR]
     python scripts/grid.py export GRID --workdir DIR --to docs/records/GRID_STEM
 
 ``run`` runs every cell not finished yet, in order: the data, the XENT start (``start``), the
@@ -34,7 +34,9 @@ file is refused.
 missing ones): Markdown and JSON, and with ``--plots`` the figures. ``--metric`` builds it in
 another metric than the grid's ``table_metric`` (a BLEU grid's rows have chrF as well), with its
 paired bootstrap (chrF's is sacreBLEU's, as BLEU's is) and its own files (``table.chrf.md``,
-``table.chrf.json``, ``beam.chrf.png``) unless named.
+``table.chrf.json``, ``beam.chrf.png``) unless named. ``--against METHOD`` tests every other row
+against that method instead of the XENT control (``table.against_METHOD.md``): two methods
+compared head to head, seed s against seed s.
 
 ``export`` copies the small outputs of every cell with a finished phase into a record folder
 in the cells' layout, to be committed: markers, tuning choices, results with per-sentence
@@ -86,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--metric", choices=TABLE_METRICS, help="default: the grid's evaluate.table_metric"
     )
-    other = " (.METRIC before the extension for another --metric)"
+    table.add_argument(
+        "--against",
+        metavar="METHOD",
+        help="test every other row against this method (default: the XENT control)",
+    )
+    other = " (.METRIC / .against_METHOD before the extension for another --metric / --against)"
     table.add_argument("--out-md", type=Path, help="default: WORKDIR/table.md" + other)
     table.add_argument("--out-json", type=Path, help="default: WORKDIR/table.json" + other)
     table.add_argument(
@@ -132,9 +139,11 @@ def table(args: argparse.Namespace) -> None:
     from comparison import table as tables
 
     grid = load_grid(args.grid, args.workdir)
-    built = tables.build(grid, args.bootstrap_samples, args.metric)
+    built = tables.build(grid, args.bootstrap_samples, args.metric, args.against)
     text = report.markdown(built)
     suffix = "" if built["metric"] == grid.table_metric else f".{built['metric']}"
+    if built["control"] != grid.control.key:
+        suffix += f".against_{built['control']}"
     out_md = args.out_md or grid.workdir / f"table{suffix}.md"
     out_json = args.out_json or grid.workdir / f"table{suffix}.json"
     for path, content in ((out_md, text), (out_json, json.dumps(built, indent=1) + "\n")):

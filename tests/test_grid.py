@@ -161,6 +161,28 @@ def test_table_and_plots_from_the_finished_runs_and_with_a_missing_cell(grid_run
 
 
 @pytest.mark.slow
+def test_two_methods_head_to_head_seed_by_seed(grid_run, tmp_path):
+    """--against dad: the control is tested against DAD, with the p-values of DAD against the
+    control (the bootstrap reads the absolute difference) and the difference's sign flipped."""
+    grid_path, workdir, _ = grid_run
+    grid_cli("table", str(grid_path), "--workdir", str(workdir), "--against", "dad",
+             "--bootstrap-samples", "50")  # fmt: skip
+    against = json.loads((workdir / "table.against_dad.json").read_text())
+    assert against["control"] == "dad"
+    assert "difference to the DAD (p) per seed" in (workdir / "table.against_dad.md").read_text()
+    usual = tables.build(load_grid(grid_path, workdir), n_samples=50)
+    rows = {row["key"]: row for row in against["rows"]}
+    dad = next(row for row in usual["rows"] if row["key"] == "dad")
+    for seed, pair in dad["cells"]["test/1"]["test"]["pairs"].items():
+        head_to_head = rows["xent_more"]["cells"]["test/1"]["test"]["pairs"][str(seed)]
+        assert head_to_head["p_value"] == pair["p_value"]
+        assert head_to_head["difference"] == pytest.approx(-pair["difference"])
+    assert rows["dad"]["cells"]["test/1"].get("test") is None
+    with pytest.raises(GridError, match="no method 'mixer' to test against"):
+        tables.build(load_grid(grid_path, workdir), n_samples=5, against="mixer")
+
+
+@pytest.mark.slow
 def test_a_fresh_machine_takes_the_grid_up_from_its_record(grid_run, tmp_path):
     """The session running dad:seed1 ended before it finished, and its machine with it: in a
     new work dir the start is trained again and reproduces the record's exactly, every other

@@ -50,7 +50,8 @@ def beam_label(beam: int) -> str:
 
 def p_value_table(table: dict) -> list[str]:
     lines = [
-        "| method | test set | beam | difference to the control (p) per seed | all seeds agree |",
+        f"| method | test set | beam | difference to the {control_name(table)} (p) per seed "
+        "| all seeds agree |",
         "|---|---|---|---|---|",
     ]
     names = table["subset_names"]
@@ -91,9 +92,10 @@ def claims_table(table: dict) -> list[str]:
     )
     rows = {row["key"]: row for row in table["rows"]}
     control, start = rows[table["control"]], rows.get("start")
+    name = control_name(table)
     header = [
-        "method", "test set", "greedy - control greedy", "significant (every seed)",
-        "greedy - start greedy", *(f"greedy - control {beam_label(b)}" for b in beams),
+        "method", "test set", f"greedy - {name} greedy", "significant (every seed)",
+        "greedy - start greedy", *(f"greedy - {name} {beam_label(b)}" for b in beams),
     ]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table["rows"]:

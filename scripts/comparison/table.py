@@ -183,17 +183,25 @@ def speed(system: System, beam: int) -> float | None:
 
 
 def build(
-    grid: Grid, n_samples: int = significance.DEFAULT_SAMPLES, metric: str | None = None
+    grid: Grid,
+    n_samples: int = significance.DEFAULT_SAMPLES,
+    metric: str | None = None,
+    against: str | None = None,
 ) -> dict:
-    """Everything the table of ``metric`` (default: the grid's table metric) shows, as JSON."""
+    """Everything the table of ``metric`` (default: the grid's table metric) shows, as JSON;
+    every other system is tested against method ``against`` (default: the XENT control)."""
     metric = metric or grid.table_metric
     if metric not in TABLE_METRICS:
         raise GridError(f"no table of {metric!r}: the metrics are {', '.join(TABLE_METRICS)}")
+    against = against or grid.control.key
+    if against not in {method.key for method in grid.methods}:
+        keys = ", ".join(method.key for method in grid.methods)
+        raise GridError(f"no method {against!r} to test against: the methods are {keys}")
     systems, missing = collect(grid)
     settings = grid.evaluate
     beams = [int(b) for b in settings.get("beams", [1, 5, 10])]
     subsets = settings.get("gen_subsets", ["test"])
-    control = systems[1]
+    control = next(system for system in systems if system.key == against)
     # the paper's scores are in the grid's table metric: none beside another metric's table
     paper_spec = grid.spec.get("paper", {}) if metric == grid.table_metric else {}
     cache: dict = {}
