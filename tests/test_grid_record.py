@@ -229,6 +229,9 @@ def test_a_record_is_updated_cell_by_cell_and_never_run(tmp_path):
     assert any(line.startswith("dad:seed2: the record holds train+test") for line in done.skipped)
     assert (rec / "runs" / "dad" / "seed1" / "results.jsonl").exists()
     assert (rec / "runs" / "dad" / "seed2" / ".done" / "test.json").exists()
+    record.export(grid, rec, [next(c for c in all_cells(grid) if c.name == "xent_more:seed1")])
+    holds = json.loads((rec / "record.json").read_text())["holds"]
+    assert holds["dad:seed1"] == holds["dad:seed2"] == "train+test" and "start" in holds
 
     script = load_grid_script()
     with pytest.raises(SystemExit, match="is a record"):

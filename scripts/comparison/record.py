@@ -8,9 +8,9 @@ machine); the training log trimmed to what the table, the tuning scores and the 
 run_recipe`` line of each sitting); for an evaluated cell, its ``results.jsonl`` with the paths
 under the work dir made relative to it and, instead of the hypotheses, each row's per-sentence
 statistics (comparison.sentences: its metric's, and chrF's for a row with a chrF score) under
-``CELL/stats/``. Beside them the tuning choices
-(``tune/METHOD/choice.json``), the data marker and ``record.json``, which says what the last
-export took and left and makes ``run`` refuse the folder.
+``CELL/stats/``. Beside them the tuning choices (``tune/METHOD/choice.json``), the data marker
+and ``record.json``, which lists the cells the record holds (``holds``: their finished phases),
+says what the last export took and left, and makes ``run`` refuse the folder.
 
 Never the checkpoints, the data, the references or the hypotheses: the significance tests need
 only the statistics, and the hypotheses are test-set text (close to Gigaword's licensed
@@ -215,6 +215,7 @@ def export(grid: Grid, to: Path, cells: Sequence[Cell] | None = None) -> Export:
         report.exported.append(path.relative_to(grid.workdir).as_posix())
     record = {
         "grid": grid_name(grid),
+        "holds": held_phases(grid, root),
         "last_export": {"from": str(grid.workdir), "finished": time.ctime()},
         "exported": report.exported,
         "skipped": report.skipped,
@@ -222,6 +223,16 @@ def export(grid: Grid, to: Path, cells: Sequence[Cell] | None = None) -> Export:
     }
     write_json(root / RECORD_FILE, record)
     return report
+
+
+def held_phases(grid: Grid, root: Path) -> dict[str, str]:
+    """Cell name -> the finished phases the record holds (train, train+test), every export's."""
+    held = {}
+    for cell in all_cells(grid):
+        done = phases(root / cell.folder.relative_to(grid.workdir), cell)
+        if done:
+            held[cell.name] = "+".join(done)
+    return held
 
 
 def size(folder: Path) -> int:
