@@ -321,12 +321,13 @@ def test_chrf_bootstrap_is_sacrebleus(word_order):
         [("b", base), ("s", system)], {"chrF": metric}, [refs], test_type="bs", n_samples=200
     )()
     theirs_base, theirs = scores[f"chrF2{'+' * word_order}"]
-    ours = significance.chrf_paired_bootstrap(base, system, refs, 200, word_order)
+    chrf = significance.chrf_metric(word_order)
+    ours = significance.text_paired_bootstrap(base, system, refs, chrf, 200)
     assert ours.p_value == theirs.p_value and ours.significant
     assert ours.baseline == theirs_base.score and ours.system == theirs.score
-    stats = [significance.chrf_statistics(hyps, refs, word_order) for hyps in (base, system)]
+    stats = [significance.sacrebleu_statistics(hyps, refs, chrf) for hyps in (base, system)]
     assert stats[0].dtype == np.int64 and stats[0].shape == (len(refs), 3 * (6 + word_order))
-    assert significance.chrf_stats_paired_bootstrap(*stats, 200, word_order=word_order) == ours
+    assert significance.stats_paired_bootstrap(*stats, chrf, 200) == ours
     assert significance.chrf_word_order(str(metric.get_signature())) == word_order
     with pytest.raises(ValueError, match="no word order"):
         significance.chrf_word_order("nrefs:1|case:mixed|tok:13a|version:2.6.0")

@@ -183,7 +183,7 @@ def test_a_bleu_grid_gives_a_chrf_table_from_its_record_as_from_its_work_dir(tmp
         sentence_stats.read_lines(work / f"runs/{key}/seed1/hyps/test.beam5.{key}_seed1.txt")
         for key in ("xent_more", "dad")
     ]
-    by_text = significance.chrf_paired_bootstrap(*hyps, references, 50, word_order=2)
+    by_text = significance.text_paired_bootstrap(*hyps, references, significance.chrf_metric(2), 50)
     assert dad["cells"]["test/5"]["test"]["pairs"][1]["p_value"] == by_text.p_value
 
     load_grid_script().main(["table", str(grid_path), "--workdir", str(rec), "--metric", "chrf",

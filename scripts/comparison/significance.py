@@ -257,33 +257,3 @@ def chrf_word_order(signature: str) -> int:
     if match is None:
         raise ValueError(f"no word order (nw:N) in the chrF signature {signature!r}")
     return int(match.group(1))
-
-
-def chrf_statistics(
-    hypotheses: Sequence[str], references: Sequence[str], word_order: int = 0
-) -> np.ndarray:
-    """`sacrebleu_statistics` of chrF, [sentences, 3 x (6 + word_order)]: the hypothesis,
-    reference and matched n-grams of each character order 1..6, then of each word order."""
-    return sacrebleu_statistics(hypotheses, references, chrf_metric(word_order))
-
-
-def chrf_stats_paired_bootstrap(
-    baseline: np.ndarray,
-    system: np.ndarray,
-    n_samples: int = DEFAULT_SAMPLES,
-    seed: int | None = None,
-    word_order: int = 0,
-) -> PairedResult:
-    """`stats_paired_bootstrap` of corpus chrF from `chrf_statistics`."""
-    return stats_paired_bootstrap(baseline, system, chrf_metric(word_order), n_samples, seed)
-
-
-def chrf_paired_bootstrap(
-    baseline: Sequence[str],
-    system: Sequence[str],
-    references: Sequence[str],
-    n_samples: int = DEFAULT_SAMPLES,
-    word_order: int = 0,
-) -> PairedResult:
-    """sacreBLEU's paired bootstrap of corpus chrF (its ``PairedTest``, test type ``bs``)."""
-    return text_paired_bootstrap(baseline, system, references, chrf_metric(word_order), n_samples)
