@@ -245,6 +245,19 @@ def test_grid_errors(tmp_path, synthetic_bin):
     path.write_text(json.dumps(spec))
     with pytest.raises(GridError, match="exactly one method must be the control"):
         load_grid(path, tmp_path)
+    spec = tiny_grid(synthetic_bin.parent)
+    spec["evaluate"]["table_metric"] = "rouge2"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(GridError, match="table_metric must be one of bleu, chrf"):
+        load_grid(path, tmp_path)
+
+
+def test_a_table_in_a_metric_the_runs_were_not_scored_in_is_refused(tmp_path):
+    """A ROUGE grid's rows have no chrF: asking for its chrF table names the metrics it has
+    instead of printing an empty table."""
+    grid = load_grid(REPO / "scripts" / "grids" / "gigaword_paper.json", tmp_path)
+    with pytest.raises(GridError, match="scored in rouge1, rouge2, rougeL"):
+        tables.build(grid, n_samples=5, metric="chrf")
 
 
 def test_only_selects_whole_names_and_leading_parts(tmp_path, synthetic_bin):

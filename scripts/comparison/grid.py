@@ -51,6 +51,7 @@ BUDGET_FLAGS = ("--max-epoch", "--max-update")
 RUNNER_FLAGS = ("--seed", "--save-dir", "--finetune-from-model", "--cpu")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 TABLE_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
+SCORED = {"bleu": ("bleu", "chrf"), "rouge": ("rouge1", "rouge2", "rougeL")}
 
 
 class GridError(Exception):
@@ -115,9 +116,13 @@ class Grid:
 
     @property
     def table_metric(self) -> str:
-        settings = self.evaluate
-        default = "bleu" if settings.get("metric", "bleu") == "bleu" else "rouge2"
-        return settings.get("table_metric", default)
+        default = "bleu" if self.evaluate.get("metric", "bleu") == "bleu" else "rouge2"
+        return self.evaluate.get("table_metric", default)
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        """The metrics evaluate.py writes for this grid's rows: BLEU and chrF, or the ROUGEs."""
+        return SCORED.get(self.evaluate.get("metric", "bleu"), ())
 
     def method(self, key: str) -> Method:
         for method in self.methods:
@@ -182,9 +187,12 @@ def check_grid(path: Path, spec: dict, methods: list[Method]) -> None:
         raise GridError(f'{path}: exactly one method must be the control ("control": true)')
     if not spec["seeds"] or len(set(spec["seeds"])) != len(spec["seeds"]):
         raise GridError(f"{path}: seeds must be a non-empty list of distinct integers")
+    scored = SCORED.get(spec["evaluate"].get("metric", "bleu"))
+    if scored is None:
+        raise GridError(f"{path}: evaluate.metric must be one of {', '.join(SCORED)}")
     metric = spec["evaluate"].get("table_metric")
-    if metric is not None and metric not in TABLE_METRICS:
-        raise GridError(f"{path}: evaluate.table_metric must be one of {TABLE_METRICS}")
+    if metric is not None and metric not in scored:
+        raise GridError(f"{path}: evaluate.table_metric must be one of {', '.join(scored)}")
     subsets = spec["evaluate"].get("gen_subsets", ["test"])
     missing = [s for s in subsets if s not in spec["evaluate"].get("references", {})]
     if missing:

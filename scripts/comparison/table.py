@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from comparison import sentences, significance
-from comparison.grid import TABLE_METRICS, Cell, Grid, GridError, all_cells
+from comparison.grid import Cell, Grid, GridError, all_cells
 from comparison.runner import cell_state, choice_path, read_marker, tune_score
 
 if TYPE_CHECKING:
@@ -191,8 +191,9 @@ def build(
     """Everything the table of ``metric`` (default: the grid's table metric) shows, as JSON;
     every other system is tested against method ``against`` (default: the XENT control)."""
     metric = metric or grid.table_metric
-    if metric not in TABLE_METRICS:
-        raise GridError(f"no table of {metric!r}: the metrics are {', '.join(TABLE_METRICS)}")
+    if metric not in grid.scored:
+        scored = ", ".join(grid.scored)
+        raise GridError(f"no table of {metric!r}: this grid's runs are scored in {scored}")
     against = against or grid.control.key
     if against not in {method.key for method in grid.methods}:
         keys = ", ".join(method.key for method in grid.methods)
