@@ -29,7 +29,9 @@ def main_table(table: dict) -> list[str]:
     header = ["method"]
     for subset in subsets:
         header += [f"{names.get(subset, subset)} {beam_label(b)}" for b in beams]
-    header.append("paper " + " / ".join(beam_label(b) for b in beams))
+    with_paper = bool(table["paper_source"])
+    if with_paper:
+        header.append("paper " + " / ".join(beam_label(b) for b in beams))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     seeds = max((len(row["seeds"]) for row in table["rows"]), default=0)
     for row in table["rows"]:
@@ -38,8 +40,8 @@ def main_table(table: dict) -> list[str]:
             for beam in beams:
                 entry = row["cells"][f"{subset}/{beam}"]
                 cells.append(cell_text(entry, 1 if row["key"] == "start" else seeds))
-        paper = row["paper"]
-        cells.append(" / ".join(number(paper.get(str(beam))) for beam in beams))
+        if with_paper:
+            cells.append(" / ".join(number(row["paper"].get(str(beam))) for beam in beams))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -152,8 +154,10 @@ def markdown(table: dict) -> str:
     head = (
         f"{table['label']} on the test sets: mean ± std over seeds ({MARK}: differs from the "
         f"{control_name(table)} at p < 0.05 by paired bootstrap for every seed, "
-        f"{table['bootstrap_samples']} resamples). Paper: {table['paper_source'] or '-'}."
+        f"{table['bootstrap_samples']} resamples)."
     )
+    if table["paper_source"]:
+        head += f" Paper: {table['paper_source']}."
     out = [head, ""]
     out += main_table(table)
     out += ["", "The paper's two claims in figures (differences of means over seeds):", ""]
