@@ -32,9 +32,10 @@ file is refused.
 
 ``table`` builds the paper's table from the finished cells (skipping, and naming, the
 missing ones): Markdown and JSON, and with ``--plots`` the figures. ``--metric`` builds it in
-another metric than the grid's ``table_metric`` (a BLEU grid's rows have chrF as well), with its
-paired bootstrap (chrF's is sacreBLEU's, as BLEU's is) and its own files (``table.chrf.md``,
-``table.chrf.json``, ``beam.chrf.png``) unless named. ``--against METHOD`` tests every other row
+another metric than the grid's ``table_metric`` (a BLEU grid's rows have chrF as well, a ROUGE
+grid's ROUGE-1, -2 and -L; any other metric is refused), with its paired bootstrap (chrF's is
+sacreBLEU's, as BLEU's is) and its own files (``table.chrf.md``, ``table.chrf.json``,
+``beam.chrf.png``) unless named. ``--against METHOD`` tests every other row
 against that method instead of the XENT control (``table.against_METHOD.md``): two methods
 compared head to head, seed s against seed s.
 
