@@ -50,8 +50,8 @@ REQUIRED_KEYS = (
 BUDGET_FLAGS = ("--max-epoch", "--max-update")
 RUNNER_FLAGS = ("--seed", "--save-dir", "--finetune-from-model", "--cpu")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-TABLE_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
 SCORED = {"bleu": ("bleu", "chrf"), "rouge": ("rouge1", "rouge2", "rougeL")}
+TABLE_METRICS = tuple(metric for metrics in SCORED.values() for metric in metrics)
 
 
 class GridError(Exception):
@@ -122,7 +122,7 @@ class Grid:
     @property
     def scored(self) -> tuple[str, ...]:
         """The metrics evaluate.py writes for this grid's rows: BLEU and chrF, or the ROUGEs."""
-        return SCORED.get(self.evaluate.get("metric", "bleu"), ())
+        return SCORED[self.evaluate.get("metric", "bleu")]
 
     def method(self, key: str) -> Method:
         for method in self.methods:
