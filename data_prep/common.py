@@ -394,6 +394,13 @@ def encode_sentencepiece(model_path: Path, lines: list[str]) -> list[str]:
     return [" ".join(pieces) for pieces in processor.encode(lines, out_type=str)]
 
 
+def pieces_per_word(words: Sequence[str], pieces: Sequence[str]) -> float:
+    """Subword pieces per whitespace-separated word over the same lines: how finely a
+    subword model cuts the text (1.0: every word is one piece)."""
+    n_words = sum(len(line.split()) for line in words)
+    return sum(len(line.split()) for line in pieces) / n_words if n_words else 0.0
+
+
 def build_subword_folder(
     text_dir: Path,
     out_dir: Path,
@@ -408,9 +415,11 @@ def build_subword_folder(
     model_path = train_sentencepiece(train_lines, out_dir / "spm", vocab_size, model_type, workers)
     for split in splits:
         for lang in langs:
-            encoded = encode_sentencepiece(model_path, read_lines(text_dir / f"{split}.{lang}"))
+            words = read_lines(text_dir / f"{split}.{lang}")
+            encoded = encode_sentencepiece(model_path, words)
             write_lines(out_dir / f"{split}.{lang}", encoded)
-        LOG.info("%s: encoded with sentencepiece", split)
+            ratio = pieces_per_word(words, encoded)
+            LOG.info("%s.%s: encoded with sentencepiece, %.2f pieces a word", split, lang, ratio)
 
 
 # ---------------------------------------------------------------------------- binarising

@@ -144,6 +144,11 @@ def test_multi30k_sentencepiece_reuses_the_tokenised_text(
     with caplog.at_level(logging.INFO, logger="data_prep"):
         assert prepare_multi30k.main(argv) == 0
     assert "step text: reusing" in caplog.text and "step bin: building" in caplog.text
+    text, subwords = dest / "text" / "test.en", dest / "subword" / "test.en"
+    ratio = common.pieces_per_word(common.read_lines(text), common.read_lines(subwords))
+    assert ratio > 1.0 and f"test.en: encoded with sentencepiece, {ratio:.2f} pieces a word" in (
+        caplog.text
+    )
     assert (dest / "subword" / "spm.model").is_file()
     dictionary = (dest / "bin" / "dict.de.txt").read_text(encoding="utf-8")
     assert "\u2581" in dictionary
@@ -225,6 +230,13 @@ def test_empty_pairs_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -
         kept = common.drop_empty_pairs(split)
     assert (kept.source, kept.target) == (["a b", "d"], ["x", "z"])
     assert "valid: dropped 2 pairs with an empty side" in caplog.text
+
+
+def test_pieces_per_word_counts_whitespace_pieces_over_words() -> None:
+    words = ["a dog runs .", "sleeping"]
+    pieces = ["\u2581a \u2581dog \u2581run s \u2581.", "\u2581sleep ing"]
+    assert common.pieces_per_word(words, pieces) == 7 / 5
+    assert common.pieces_per_word([], []) == 0.0
 
 
 def test_tokenising_in_several_processes_gives_the_same_lines() -> None:
