@@ -56,6 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from comparison import significance  # noqa: E402
 from comparison.grid import (  # noqa: E402
     TABLE_METRICS,
     GridError,
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--plots", type=Path, metavar="DIR", help="write beam.png" + other + " and curves.png"
     )
-    table.add_argument("--bootstrap-samples", type=int, default=1000)
+    table.add_argument("--bootstrap-samples", type=int, default=significance.DEFAULT_SAMPLES)
     export.add_argument(
         "--to", type=Path, required=True, metavar="RECORD", help="e.g. docs/records/GRID_STEM"
     )
