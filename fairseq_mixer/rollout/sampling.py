@@ -30,7 +30,8 @@ LEAN_LSTM_STEP = True
 
 # Whether the no-grad loop of a lean state (the transformer's; the LSTM's under
 # `--mixer-rollout two_pass`) on CUDA runs with fixed shapes, its steps replayed from one CUDA
-# graph (`_decode_with_fixed_shapes`). Off until measured on a GPU: the bench's
+# graph (`_decode_with_fixed_shapes`). Off: on an H200 it sampled the same sentences and was
+# faster, but its peak memory was 3.5-4.8x XENT's (docs/performance.md). The bench's
 # `--cuda-loop graph` turns it on.
 CUDA_GRAPH_ON_CUDA = False
 
