@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MIXER's no-grad sampling loop on CUDA: launch-bound (the plugin's default), or "
         "graph: the loop of a two-pass rollout (the transformer's; the LSTM's with --rollout "
         "two_pass) replays a CUDA graph of its step, and the bench checks that it samples what "
-        "the launch-bound loop does (not the plugin's default: it takes 3.5-4.8x XENT's memory)",
+        "the launch-bound loop does (not yet the plugin's default)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -30,8 +30,8 @@ LEAN_LSTM_STEP = True
 
 # Whether the no-grad loop of a lean state (the transformer's; the LSTM's under
 # `--mixer-rollout two_pass`) on CUDA runs with fixed shapes, its steps replayed from one CUDA
-# graph (`_decode_with_fixed_shapes`). Off: on an H200 it sampled the same sentences and was
-# faster, but its peak memory was 3.5-4.8x XENT's (docs/performance.md). The bench's
+# graph (`_decode_with_fixed_shapes`). Off until a training run on a GPU has used it: in the
+# bench on an H200 it sampled the same sentences, faster (docs/performance.md). The bench's
 # `--cuda-loop graph` turns it on.
 CUDA_GRAPH_ON_CUDA = False
 
@@ -323,7 +323,7 @@ def _run_then_capture(step: Callable[[], None], device: torch.device) -> Callabl
     if device.type != "cuda":
         step()
         return step
-    side = torch.cuda.Stream(device)
+    side = _capture_stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(side):
@@ -338,6 +338,19 @@ def _run_then_capture(step: Callable[[], None], device: torch.device) -> Callabl
             graph.capture_end()
     torch.cuda.current_stream(device).wait_stream(side)
     return graph.replay
+
+
+_CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one side stream of `device` that every capture runs on. cuBLAS keeps a workspace
+    (32 MiB on an H200) for each stream it has run on: with a new stream per update (from
+    torch's pool of 32), the bench's peak memory on an H200 was 3.5-4.8x XENT's after 10
+    updates, and 1.27-1.43x with this one stream (docs/performance.md)."""
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    return _CAPTURE_STREAMS[device]
 
 
 def _next_token_probs(batch, step: int, rows, outputs):
