@@ -197,3 +197,25 @@ def test_launch_bound_one_pass_rollout_projects_once_with_the_same_gradients(
         model, task, lambda on: _launch_bound(monkeypatch, on), grad_atol=1e-5
     )
     assert len(grads) > 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
+def test_cuda_graph_captures_share_one_stream_and_one_cublas_workspace():
+    """One capture per update: on a new stream each, cuBLAS kept a 32 MiB workspace per
+    stream and the memory in use grew every update."""
+    device = torch.device("cuda")
+    weight, inputs = torch.randn(64, 64, device=device), torch.randn(8, 64, device=device)
+    outputs = torch.empty(8, 64, device=device)
+
+    def step() -> None:
+        outputs.copy_(inputs @ weight)
+
+    sampling._run_then_capture(step, device)()
+    torch.cuda.synchronize(device)
+    after_first = torch.cuda.memory_allocated(device)
+    for _ in range(5):
+        sampling._run_then_capture(step, device)()
+    torch.cuda.synchronize(device)
+    assert sampling._capture_stream(device) is sampling._capture_stream(device)
+    assert torch.cuda.memory_allocated(device) - after_first < 2**20
+    assert torch.equal(outputs, inputs @ weight)

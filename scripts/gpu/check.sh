@@ -125,7 +125,7 @@ wait  # for the start recipe's XENT
 # 6. (run before the benchmark, to fail fast) The tests that need CUDA: the CUDA-graph
 # sampling loop against the launch-bound one, the rewards of CUDA tensors.
 if has tests_cuda; then
-  timeout $(( $(left) < 160 ? $(left) - 10 : 150 )) $PY -m pytest -q -rs -x tests/test_transformer_step.py tests/test_lstm_step.py tests/test_packed_transformer_pass.py tests/test_rewards.py -k cuda \
+  timeout $(( $(left) < 160 ? $(left) - 10 : 150 )) $PY -m pytest -q -rs -x tests/test_transformer_step.py tests/test_lstm_step.py tests/test_packed_transformer_pass.py tests/test_rewards.py tests/test_sampling.py -k cuda \
     > $LOGS/tests_cuda.log 2>&1 || echo "tests_cuda FAILED"
   tail -15 $LOGS/tests_cuda.log; pack; stamp tests_cuda
 fi
