@@ -345,7 +345,7 @@ _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
     """The one side stream of `device` that every capture runs on. cuBLAS keeps a workspace
-    (32 MiB on an H200) for each stream it has run on: with a new stream per update (from
+    (32 MiB by default on Hopper) for each stream it has run on: with a new stream per update (from
     torch's pool of 32), the bench's peak memory on an H200 was 3.5-4.8x XENT's after 10
     updates, and 1.27-1.43x with this one stream (docs/performance.md)."""
     if device not in _CAPTURE_STREAMS:
